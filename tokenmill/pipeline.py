@@ -1,0 +1,203 @@
+"""Run pipeline stages in order, skipping the ones that are up to date.
+
+A stage is a module with ``run(ctx: StageContext) -> StageRecord`` (and,
+optionally, ``summary_lines(rec) -> list[str]`` for its summary screen). It
+reads the previous stage's table through ``ctx.read``, writes its own
+through ``ctx.write`` and fills its record's ``inputs``/``outputs`` with
+``ctx.signature(...)`` of what it read and wrote. The runner adds the config
+hash and wall time, saves the record in ``OUT/manifest.json`` and prints
+the summary.
+
+A stage is skipped when its record's config hash, input signatures and
+output signatures all still match; ``--force`` reruns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tokenmill import tables
+from tokenmill.config import RunConfig, config_hash, load_run_config
+from tokenmill.errors import UserError
+from tokenmill.manifest import Manifest, StageRecord
+from tokenmill.progress import log, print_summary
+
+# Pipeline order: stage name -> module.
+STAGES: dict[str, str] = {
+    "etl": "tokenmill.etl.job",
+    "dedup": "tokenmill.dedup.job",
+    "tokenize": "tokenmill.tokenize.job",
+    "shards": "tokenmill.shards.job",
+}
+
+REJECTS = "rejects"
+
+
+@dataclass
+class StageContext:
+    spark: Any
+    cfg: RunConfig
+    out: str
+    manifest: Manifest
+
+    def location(self, name: str) -> str:
+        return tables.stage_location(self.out, name, self.cfg.catalog_schema)
+
+    def exists(self, name: str) -> bool:
+        return tables.exists(self.spark, self.location(name))
+
+    def read(self, name: str):
+        return tables.read(self.spark, self.location(name))
+
+    def version(self, name: str) -> int | None:
+        return tables.version(self.spark, self.location(name))
+
+    def write(self, df, name: str) -> int:
+        return tables.write(df, self.location(name))
+
+    def write_rejects(self, df, stage: str) -> int:
+        """Replace this stage's rows of ``rejects`` (id, source, stage, reason, sample)."""
+        columns = ["id", "source", "stage", "reason", "sample"]
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise ValueError(f"rejects rows lack columns {missing}")
+        return tables.write(df.select(*columns), self.location(REJECTS), replace_where=("stage", stage))
+
+    def signature(self, target: str) -> str:
+        """What a stage read or wrote, for the up-to-date check.
+
+        A table name or location -> its Delta version; a file or folder -> a
+        hash of relative paths, sizes and modification times.
+        """
+        location = self.location(target) if "/" not in target and not tables.is_catalog_name(target) else target
+        if tables.exists(self.spark, location):
+            return f"delta:v{tables.version(self.spark, location)}"
+        return files_signature(target)
+
+
+def files_signature(path: str) -> str:
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(p) if f != p else f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return f"files:{h.hexdigest()[:16]}"
+
+
+def stage_config_hash(cfg: RunConfig, stage: str) -> str:
+    if stage == "etl":
+        return config_hash({"inputs": cfg.inputs, "etl": cfg.etl})
+    return config_hash(getattr(cfg, stage))
+
+
+def is_up_to_date(ctx: StageContext, stage: str) -> bool:
+    rec = ctx.manifest.stages.get(stage)
+    if rec is None or rec.config_hash != stage_config_hash(ctx.cfg, stage):
+        return False
+    recorded = {**rec.inputs, **rec.outputs}
+    return bool(rec.outputs) and all(ctx.signature(t) == sig for t, sig in recorded.items())
+
+
+def run_stages(spark, cfg: RunConfig, stages: list[str], force: bool = False) -> Manifest:
+    out = _output_dir(cfg)
+    manifest = Manifest.load(out)
+    manifest.meta.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    ctx = StageContext(spark=spark, cfg=cfg, out=out, manifest=manifest)
+    for stage in stages:
+        if not force and is_up_to_date(ctx, stage):
+            log(f"[{stage}] up to date, skipped (use --force to rerun)")
+            continue
+        module = importlib.import_module(STAGES[stage])
+        started = time.time()
+        rec: StageRecord = module.run(ctx)
+        rec.config_hash = stage_config_hash(cfg, stage)
+        rec.wall_s = round(time.time() - started, 3)
+        manifest.record(rec)
+        lines = module.summary_lines(rec) if hasattr(module, "summary_lines") else []
+        print_summary(rec, lines)
+    return manifest
+
+
+def _output_dir(cfg: RunConfig) -> str:
+    if not cfg.output:
+        raise UserError("no output given: pass --output OUT (or set output: in the config)")
+    out = cfg.output
+    if "://" not in out or out.startswith("file://"):
+        path = Path(out.removeprefix("file://"))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
+        if not os.access(path, os.W_OK):
+            raise UserError(f"output folder is not writable: {path}")
+    return out
+
+
+# --- command line -----------------------------------------------------------------
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser, inputs: bool = False) -> None:
+    """Flags shared by ``run`` and the single-stage commands."""
+    if inputs:
+        parser.add_argument("--input", action="append", metavar="PATH", default=None,
+                            help="raw input: file, folder, Delta table path or catalog table (repeatable)")
+    parser.add_argument("--output", metavar="OUT", help="output folder (tables/, shards/, manifest.json)")
+    parser.add_argument("--config", metavar="FILE", help="run config YAML (see configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override one config field, e.g. --set etl.min_words=20 (repeatable)")
+    parser.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected FIELD=VALUE")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    if getattr(args, "input", None):
+        overrides["inputs"] = [{"path": p} for p in args.input]
+    if args.output:
+        overrides["output"] = args.output
+    try:
+        return load_run_config(args.config, overrides)
+    except KeyError as exc:
+        raise UserError(f"--set: unknown field {exc.args[0]!r}") from None
+
+
+def run_command(args: argparse.Namespace, stages: list[str]) -> int:
+    cfg = config_from_args(args)
+    _output_dir(cfg)  # fail fast, before Spark starts
+    if "etl" in stages and not cfg.inputs:
+        raise UserError("no input given: pass --input PATH (or set inputs: in the config)")
+    from tokenmill.spark import get_spark
+
+    run_stages(get_spark(), cfg, stages, force=args.force)
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_stage_arguments(parser, inputs=True)
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated stages to run, in pipeline order (default: {','.join(STAGES)})")
+
+
+def main(args: argparse.Namespace) -> int:
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise UserError(f"--stages: unknown stage {unknown[0] if unknown else '(none)'}; allowed: {', '.join(STAGES)}")
+    ordered = [s for s in STAGES if s in stages]
+    return run_command(args, ordered)

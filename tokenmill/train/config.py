@@ -1,0 +1,151 @@
+"""The trainer's frozen, typed config (one YAML file, see configs/train_*.yaml).
+
+``model.vocab_size`` and ``model.seq_len`` may be left out (null): they are
+then read from the shards' ``dataset.json``. When given, they must match it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from tokenmill.config import from_dict, load_yaml, require
+from tokenmill.train.model import ModelConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """ModelConfig as written in YAML: vocab/seq_len may come from the shards."""
+
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    vocab_size: Optional[int] = None
+    seq_len: Optional[int] = None
+    mlp_ratio: float = 4.0
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    position: Literal["alibi", "rope"] = "alibi"
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    shards: str = ""  # local dir or streaming URI holding dataset.json, train/, val/
+    cache_dir: str = ""  # local cache for remote shards; default <run_dir>/cache
+    num_workers: int = 0
+    shuffle_seed: int = 17
+    # Pinned so the sample order does not depend on how many nodes/ranks read
+    # the data: a checkpoint from 2 ranks resumes on 1 with the same order.
+    num_canonical_nodes: int = 1
+    predownload: Optional[int] = None
+
+    def __post_init__(self):
+        require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        require(
+            self.num_canonical_nodes >= 1,
+            "num_canonical_nodes",
+            f"must be >= 1, got {self.num_canonical_nodes}",
+        )
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, ...] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+
+    def __post_init__(self):
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(len(self.betas) == 2, "betas", f"must be two numbers, got {list(self.betas)}")
+        require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 0  # 0: not by steps
+    every_minutes: float = 0.0  # 0: not by time
+    keep_last: int = 3
+    autoresume: bool = True  # load the latest complete checkpoint at start
+
+    def __post_init__(self):
+        require(self.every_steps >= 0, "every_steps", f"must be >= 0, got {self.every_steps}")
+        require(self.every_minutes >= 0, "every_minutes", f"must be >= 0, got {self.every_minutes}")
+        require(self.keep_last >= 1, "keep_last", f"must be >= 1, got {self.keep_last}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    run_dir: str = "runs/tiny"
+    seed: int = 1234
+    max_steps: int = 100
+    global_batch_size: int = 8  # sequences per optimizer step, all ranks together
+    micro_batch_size: int = 4  # sequences per forward pass on one rank
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    activation_checkpointing: bool = False
+    compile: bool = False
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_consecutive_skips: int = 5  # skip mode still stops after this many in a row
+    eval_every: int = 0  # 0: only at the end
+    eval_batches: int = 4  # micro-batches per rank per eval
+    log_every: int = 10
+    mlflow: bool = True  # log metrics when mlflow is installed
+    peak_flops: Optional[float] = None  # per device, for MFU; default: known GPUs
+    record_sample_ids: bool = False  # write seq_ids used per step (to audit resumes)
+
+    def __post_init__(self):
+        require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        require(self.global_batch_size >= 1, "global_batch_size", f"must be >= 1, got {self.global_batch_size}")
+        require(self.micro_batch_size >= 1, "micro_batch_size", f"must be >= 1, got {self.micro_batch_size}")
+        require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
+        require(self.eval_batches >= 1, "eval_batches", f"must be >= 1, got {self.eval_batches}")
+        require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        require(
+            self.max_consecutive_skips >= 1,
+            "max_consecutive_skips",
+            f"must be >= 1, got {self.max_consecutive_skips}",
+        )
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir)
+
+    def grad_accum(self, world_size: int) -> int:
+        """Micro-batches per rank per optimizer step."""
+        per_step = self.micro_batch_size * world_size
+        require(
+            self.global_batch_size % per_step == 0,
+            "global_batch_size",
+            f"must be a multiple of micro_batch_size x ranks = {self.micro_batch_size} x {world_size}, "
+            f"got {self.global_batch_size}",
+        )
+        return self.global_batch_size // per_step
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    return from_dict(TrainConfig, load_yaml(path))
+
+
+def model_config(spec: ModelSpec, vocab_size: int, seq_len: int) -> ModelConfig:
+    """The concrete architecture once the shards' vocab and seq_len are known."""
+    from tokenmill.config import to_dict
+
+    values = to_dict(spec)
+    values["vocab_size"] = vocab_size
+    values["seq_len"] = seq_len
+    return from_dict(ModelConfig, values, "model")

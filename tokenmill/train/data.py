@@ -1,0 +1,190 @@
+"""Read MDS shards written by the shards stage: manifest checks and loaders.
+
+A shards dir ``S`` (local path or a URI that ``streaming`` can read) holds
+``dataset.json``, ``tokenizer.json``, ``train/`` and ``val/``. Each sample has
+``tokens`` (seq_len token ids, uint16 or uint32) and ``seq_id`` (a unique
+global id, used to audit that a resumed run neither repeats nor skips data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from tokenmill.errors import UserError
+from tokenmill.train.config import DataConfig, ModelSpec, model_config
+from tokenmill.train.model import ModelConfig
+
+FORMAT = "tokenmill-mds-v1"
+
+
+@dataclass(frozen=True)
+class ShardsInfo:
+    """What ``dataset.json`` says about the shards."""
+
+    root: str  # the shards location as given (local dir or URI)
+    meta_dir: Path  # local dir holding dataset.json and tokenizer.json
+    seq_len: int
+    vocab_size: int
+    eos_id: int
+    bos_id: Optional[int]
+    dtype: str
+    column: str
+    tokenizer_sha256: str
+    splits: dict
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.meta_dir / "tokenizer.json"
+
+
+def is_remote(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def local_path(location: str) -> str:
+    return location[len("file://") :] if location.startswith("file://") else location
+
+
+def fetch_metadata(shards: str, cache_dir: Path) -> Path:
+    """Local dir with dataset.json and tokenizer.json, downloading if remote."""
+    if not is_remote(shards):
+        root = Path(local_path(shards))
+        if not (root / "dataset.json").is_file():
+            raise UserError(f"no dataset.json in {root}: pass --shards DIR pointing at the output of `tokenmill shards`")
+        return root
+    from streaming.base.storage import download_file
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("dataset.json", "tokenizer.json"):
+        target = cache_dir / name
+        if not target.exists():
+            try:
+                download_file(f"{shards.rstrip('/')}/{name}", str(target), timeout=120)
+            except Exception as exc:  # any storage backend error
+                raise UserError(f"cannot download {name} from {shards}: {exc}") from None
+    return cache_dir
+
+
+def read_manifest(shards: str, cache_dir: Path) -> ShardsInfo:
+    meta_dir = fetch_metadata(shards, cache_dir)
+    path = meta_dir / "dataset.json"
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from None
+    if data.get("format") != FORMAT:
+        raise UserError(f"{path}: format must be {FORMAT!r}, got {data.get('format')!r}; rebuild the shards")
+    missing = [k for k in ("seq_len", "vocab_size", "eos_id", "splits") if k not in data]
+    if missing:
+        raise UserError(f"{path}: missing field {missing[0]!r}; rebuild the shards")
+    for split in ("train", "val"):
+        if split not in data["splits"]:
+            raise UserError(f"{path}: no {split!r} split; rebuild the shards with a val fraction > 0")
+    return ShardsInfo(
+        root=shards,
+        meta_dir=meta_dir,
+        seq_len=int(data["seq_len"]),
+        vocab_size=int(data["vocab_size"]),
+        eos_id=int(data["eos_id"]),
+        bos_id=data.get("bos_id"),
+        dtype=data.get("dtype", "uint16"),
+        column=data.get("column", "tokens"),
+        tokenizer_sha256=data.get("tokenizer_sha256", ""),
+        splits=data["splits"],
+    )
+
+
+def resolve_model(spec: ModelSpec, info: ShardsInfo) -> ModelConfig:
+    """The model config with vocab and seq_len from the shards.
+
+    A value set in the config that disagrees with the shards is an error:
+    training would index out of the embedding or on windows of the wrong size.
+    """
+    for name in ("vocab_size", "seq_len"):
+        wanted, have = getattr(spec, name), getattr(info, name)
+        if wanted is not None and wanted != have:
+            raise UserError(
+                f"model.{name} is {wanted} but the shards at {info.root} have {name} {have} "
+                f"(dataset.json); set model.{name} to {have} or leave it out to use the shards' value"
+            )
+    return model_config(spec, info.vocab_size, info.seq_len)
+
+
+def set_local_topology() -> None:
+    """Recompute LOCAL_RANK / LOCAL_WORLD_SIZE from the hosts of all ranks.
+
+    Spark's TorchDistributor (local_mode=False) runs each rank as its own task
+    with LOCAL_RANK=0 and LOCAL_WORLD_SIZE=1; two ranks on one host would then
+    collide in streaming's shared memory. Must run after the process group
+    is up and before any dataset is built.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    hosts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(hosts, socket.gethostname())
+    rank = dist.get_rank()
+    same_host = [r for r, h in enumerate(hosts) if h == hosts[rank]]
+    os.environ["LOCAL_RANK"] = str(same_host.index(rank))
+    os.environ["LOCAL_WORLD_SIZE"] = str(len(same_host))
+
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """List of MDS samples -> tokens (B, T) int64 and seq_id (B,) int64."""
+    tokens = np.stack([s["tokens"] for s in samples]).astype(np.int64)
+    ids = np.array([s["seq_id"] for s in samples], dtype=np.int64)
+    return {"tokens": torch.from_numpy(tokens), "seq_id": torch.from_numpy(ids)}
+
+
+def build_loader(
+    info: ShardsInfo,
+    cfg: DataConfig,
+    cache_dir: Path,
+    split: str,
+    batch_size: int,
+    shuffle: bool,
+):
+    """StreamingDataLoader over one split; batch_size is per rank."""
+    from streaming import StreamingDataLoader, StreamingDataset
+
+    if is_remote(info.root):
+        remote, local = f"{info.root.rstrip('/')}/{split}", str(cache_dir / split)
+    else:
+        remote, local = None, str(Path(local_path(info.root)) / split)
+    dataset = StreamingDataset(
+        remote=remote,
+        local=local,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        shuffle_seed=cfg.shuffle_seed,
+        num_canonical_nodes=cfg.num_canonical_nodes,
+        predownload=cfg.predownload,
+    )
+    return StreamingDataLoader(
+        dataset,
+        batch_size=batch_size,
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        # Keep workers alive between epochs/evals only when there are any.
+        persistent_workers=False,
+        drop_last=True,
+    )
+
+
+def copy_run_metadata(info: ShardsInfo, run_dir: Path) -> None:
+    """Keep dataset.json and tokenizer.json with the run, for export/generate."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("dataset.json", "tokenizer.json"):
+        source = info.meta_dir / name
+        if source.exists():
+            shutil.copyfile(source, run_dir / name)

@@ -1,0 +1,127 @@
+"""Write a small shards dir in the shards-stage format, for tests and benches.
+
+The text is synthetic but regular (simple sentences from a small grammar),
+so a tiny model's loss falls quickly. The tokenizer is a small byte-level BPE
+trained in-process: nothing is downloaded.
+
+    python -m tokenmill.train.fixture OUT [--train 256 --val 32 --seq-len 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the small bird", "a farmer", "the teacher"]
+VERBS = ["sees", "likes", "carries", "follows", "paints", "finds", "feeds"]
+OBJECTS = ["the red ball", "a green apple", "the river", "two stones", "the big house", "a letter", "the garden"]
+ENDINGS = ["today", "at night", "in the morning", "again", "with care", "near the hill"]
+
+
+def synthetic_documents(n_docs: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        sentences = []
+        for _ in range(rng.randint(2, 6)):
+            words = [rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(ENDINGS)]
+            sentences.append(" ".join(words).capitalize() + ".")
+        docs.append(" ".join(sentences))
+    return docs
+
+
+def train_tokenizer(docs: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(docs, trainer)
+    return tokenizer
+
+
+def pack(docs: list[str], tokenizer, eos_id: int, seq_len: int, n_sequences: int) -> np.ndarray:
+    """Concatenate documents, each followed by EOS, into (n_sequences, seq_len) windows."""
+    stream: list[int] = []
+    needed = n_sequences * seq_len
+    i = 0
+    while len(stream) < needed:
+        stream.extend(tokenizer.encode(docs[i % len(docs)]).ids)
+        stream.append(eos_id)
+        i += 1
+    return np.array(stream[:needed], dtype=np.int64).reshape(n_sequences, seq_len)
+
+
+def write_split(out: Path, sequences: np.ndarray, first_id: int, dtype: str, size_limit: int) -> int:
+    from streaming import MDSWriter
+
+    columns = {"tokens": f"ndarray:{dtype}:{sequences.shape[1]}", "seq_id": "int64"}
+    with MDSWriter(out=str(out), columns=columns, compression="zstd", size_limit=size_limit) as writer:
+        for i, row in enumerate(sequences):
+            writer.write({"tokens": row.astype(dtype), "seq_id": first_id + i})
+    return len(list(out.glob("shard.*.mds*")))
+
+
+def write_fixture(
+    out: str | Path,
+    n_train: int = 256,
+    n_val: int = 32,
+    seq_len: int = 64,
+    vocab_size: int = 512,
+    seed: int = 0,
+    size_limit: int = 1 << 14,
+) -> Path:
+    """Write S/{dataset.json, tokenizer.json, train/, val/}; returns S."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    docs = synthetic_documents(400, seed)
+    tokenizer = train_tokenizer(docs, vocab_size)
+    tokenizer.save(str(out / "tokenizer.json"))
+    eos_id = tokenizer.token_to_id("<|endoftext|>")
+    dtype = "uint16" if tokenizer.get_vocab_size() <= 65535 else "uint32"
+    all_seqs = pack(docs, tokenizer, eos_id, seq_len, n_train + n_val)
+    splits = {}
+    # seq_ids are unique across splits: train 0..n_train-1, val after.
+    for name, rows, first in (("train", all_seqs[:n_train], 0), ("val", all_seqs[n_train:], n_train)):
+        shards = write_split(out / name, rows, first, dtype, size_limit)
+        splits[name] = {"sequences": len(rows), "tokens": int(rows.size), "shards": shards}
+    manifest = {
+        "format": "tokenmill-mds-v1",
+        "column": "tokens",
+        "dtype": dtype,
+        "seq_len": seq_len,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "eos_id": eos_id,
+        "bos_id": None,
+        "tokenizer_sha256": hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest(),
+        "splits": splits,
+    }
+    (out / "dataset.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--train", type=int, default=256)
+    parser.add_argument("--val", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--vocab-size", type=int, default=512)
+    args = parser.parse_args()
+    write_fixture(args.out, args.train, args.val, args.seq_len, args.vocab_size)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

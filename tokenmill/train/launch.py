@@ -1,0 +1,130 @@
+"""``tokenmill train``: check the config against the shards, then start the ranks.
+
+- Inside torchrun (multi-node, or the processes this command started): train.
+- Otherwise: start ``torchrun --standalone --nproc_per_node N`` on this
+  machine, running this same command in each rank.
+- ``--spark``: start the ranks with pyspark's TorchDistributor instead.
+
+Config and shard problems are reported before any rank starts. With
+``checkpoint.autoresume`` (the default), running the same command again
+continues from the latest complete checkpoint; ``--max-restarts`` lets
+torchrun do that by itself after a rank dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tokenmill.config import replace, to_dict
+from tokenmill.errors import UserError
+from tokenmill.train.config import TrainConfig, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="trainer YAML, e.g. configs/train_tiny.yaml")
+    parser.add_argument("--shards", help="shards dir or URI (overrides data.shards)")
+    parser.add_argument("--run-dir", help="where checkpoints and logs go (overrides run_dir)")
+    parser.add_argument("--max-steps", type=int, help="overrides max_steps")
+    parser.add_argument("--nproc", type=int, default=None, help="ranks on this machine (default: GPUs, or 1 on CPU)")
+    parser.add_argument("--max-restarts", type=int, default=0, help="torchrun restarts after a rank fails")
+    parser.add_argument("--spark", action="store_true", help="launch the ranks with pyspark's TorchDistributor")
+
+
+def inside_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    cfg = load_config(args.config)
+    overrides = {"data.shards": args.shards, "run_dir": args.run_dir, "max_steps": args.max_steps}
+    return replace(cfg, overrides)
+
+
+def check(cfg: TrainConfig, nproc: int) -> None:
+    """Fail fast, before any rank starts: shards readable, model matches, batch divides."""
+    from tokenmill.train import data
+
+    if not cfg.data.shards:
+        raise UserError("no shards given: set data.shards in the config or pass --shards DIR")
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cfg.run_path / "cache"
+    info = data.read_manifest(cfg.data.shards, cache)
+    data.resolve_model(cfg.model, info)
+    cfg.grad_accum(nproc)
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+
+
+def default_nproc() -> int:
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+def write_resolved(cfg: TrainConfig) -> Path:
+    """The exact config every rank reads (overrides applied) lives with the run."""
+    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    path = cfg.run_path / "config.yaml"
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def run_torchrun(config_path: Path, nproc: int, max_restarts: int) -> int:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}",
+        "-m", "tokenmill.cli", "train", "--config", str(config_path),
+    ]
+    print("[train] " + " ".join(command), flush=True)
+    return subprocess.call(command)
+
+
+def run_spark(cfg: TrainConfig, nproc: int) -> dict:
+    """Ranks as Spark tasks (or torchrun on the driver for a local master)."""
+    import torch
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from tokenmill.train.loop import train_from_dict
+
+    spark = _spark_session()
+    local_mode = spark.sparkContext.master.startswith("local")
+    distributor = TorchDistributor(num_processes=nproc, local_mode=local_mode, use_gpu=torch.cuda.is_available())
+    return distributor.run(train_from_dict, to_dict(cfg))
+
+
+def _spark_session():
+    try:
+        from tokenmill.spark import get_spark
+    except ImportError:
+        from pyspark.sql import SparkSession
+
+        return SparkSession.builder.getOrCreate()
+    return get_spark()
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = build_config(args)
+    if inside_torchrun():
+        from tokenmill.train.loop import train
+
+        train(cfg)
+        return 0
+    nproc = args.nproc if args.nproc is not None else default_nproc()
+    check(cfg, nproc)
+    if args.spark:
+        result = run_spark(cfg, nproc)
+        print(f"[train] done: {result}")
+        return 0
+    code = run_torchrun(write_resolved(cfg), nproc, args.max_restarts)
+    if code != 0:
+        print(
+            f"tokenmill train: ranks exited with code {code}; see {cfg.run_path / 'events.jsonl'}. "
+            f"Run the same command again to resume from the latest checkpoint.",
+            file=sys.stderr,
+        )
+    return code

@@ -1,0 +1,318 @@
+"""The training loop. Runs in every rank (torchrun, TorchDistributor or 1 process).
+
+One optimizer step = ``grad_accum`` micro-batches per rank, so the global
+batch (sequences per step) is the same on any number of ranks. All state
+needed to continue exactly (weights, optimizer, scheduler, dataloader
+position, RNG, step, tokens) is checkpointed at step boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from tokenmill.config import to_dict
+from tokenmill.errors import UserError
+from tokenmill.train import checkpoint, data
+from tokenmill.train.config import OptimConfig, TrainConfig
+from tokenmill.train.fsdp import Dist, build_model, init_distributed
+from tokenmill.train.model import flops_per_token, lm_loss
+from tokenmill.train.runlog import RunLog, peak_flops, read_jsonl
+
+# Fault drills and tests: sleep this many seconds after each step, so that a
+# SIGKILL sent from outside lands in the middle of a run.
+STEP_DELAY_ENV = "TOKENMILL_STEP_DELAY"
+
+
+class NonFiniteError(UserError):
+    """Loss or gradient norm became NaN/inf and the config says stop."""
+
+
+def lr_factor(step: int, warmup: int, max_steps: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to min_ratio at max_steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, fused: bool) -> torch.optim.AdamW:
+    """AdamW; no weight decay on norm weights (1-D), as usual for transformers."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def all_mean(value: torch.Tensor) -> float:
+    """Mean of a scalar over ranks (gloo has no AVG reduction: sum, divide)."""
+    value = value.detach().float().clone()
+    dist.all_reduce(value)
+    return value.item() / dist.get_world_size()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.d: Dist = init_distributed()
+        data.set_local_topology()
+        self.run_dir = cfg.run_path
+        self.cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run_dir / "cache"
+        if self.d.local_rank == 0:
+            from streaming.base.util import clean_stale_shared_memory
+
+            clean_stale_shared_memory()
+        dist.barrier()
+        self.info = data.read_manifest(cfg.data.shards, self.cache_dir)
+        self.model_cfg = data.resolve_model(cfg.model, self.info)
+        self.accum = cfg.grad_accum(self.d.world_size)
+        seed_everything(cfg.seed + self.d.rank)
+        cuda = self.d.device.type == "cuda"
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
+        self.model = build_model(
+            self.model_cfg, self.d.device, cfg.seed, self.bf16, cfg.activation_checkpointing, cfg.compile
+        )
+        self.optimizer = build_optimizer(self.model, cfg.optim, fused=cuda)
+        factor = partial(
+            lr_factor, warmup=cfg.optim.warmup_steps, max_steps=cfg.max_steps, min_ratio=cfg.optim.min_lr_ratio
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.loader = data.build_loader(self.info, cfg.data, self.cache_dir, "train", cfg.micro_batch_size, True)
+        self.val_loader = data.build_loader(self.info, cfg.data, self.cache_dir, "val", cfg.micro_batch_size, False)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.step = 0
+        self.tokens = 0
+        self.skips_in_row = 0
+        self.tokens_per_step = cfg.global_batch_size * self.model_cfg.seq_len
+        self.flops_per_token = flops_per_token(self.model_cfg)
+        peak = cfg.peak_flops or (peak_flops(torch.cuda.get_device_name()) if cuda else None)
+        self.peak_flops = peak
+        if self.d.is_main:
+            data.copy_run_metadata(self.info, self.run_dir)
+        self.log = RunLog(self.run_dir, self.d.is_main, cfg.mlflow, _flat_params(cfg, self.model_cfg))
+
+    # ----- resume -------------------------------------------------------
+    def maybe_resume(self) -> None:
+        latest = checkpoint.latest_checkpoint(self.ckpt_root) if self.cfg.checkpoint.autoresume else None
+        if latest is None:
+            self.log.event(
+                "start", world_size=self.d.world_size, grad_accum=self.accum, model=to_dict(self.model_cfg),
+                device=str(self.d.device),
+            )
+            return
+        state = checkpoint.load(latest, self.model, self.optimizer)
+        if state["model_config"] != to_dict(self.model_cfg):
+            raise UserError(
+                f"checkpoint {latest} was trained with a different model config; "
+                f"use a new run_dir or restore the model section"
+            )
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loader.load_state_dict(state["loader"])
+        self.step, self.tokens = state["step"], state["tokens"]
+        self._truncate_sample_log()
+        self.log.event(
+            "resume", step=self.step, checkpoint=str(latest), saved_world_size=state["world_size"],
+            world_size=self.d.world_size,
+        )
+
+    # ----- one step -----------------------------------------------------
+    def train_step(self, micro_batches: list[dict]) -> tuple[float, float]:
+        """Forward/backward over the micro-batches; returns (mean loss, grad norm).
+
+        Gradients are reduced across ranks only on the last micro-batch.
+        """
+        total = torch.zeros((), device=self.d.device)
+        for i, batch in enumerate(micro_batches):
+            self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+            tokens = batch["tokens"].to(self.d.device, non_blocking=True)  # (B, T)
+            loss = lm_loss(self.model(tokens), tokens) / len(micro_batches)
+            loss.backward()
+            total += loss.detach()
+        max_norm = self.cfg.optim.grad_clip or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # DTensor under FSDP2: the global norm
+            grad_norm = grad_norm.full_tensor()
+        return all_mean(total), float(grad_norm)
+
+    def handle_nonfinite(self, loss: float, grad_norm: float) -> None:
+        """Drop this step's gradients; stop or skip as configured."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skips_in_row += 1
+        action = self.cfg.on_nonfinite
+        if action == "skip" and self.skips_in_row >= self.cfg.max_consecutive_skips:
+            action = "stop"
+        self.log.event("nonfinite", step=self.step + 1, loss=loss, grad_norm=grad_norm, action=action)
+        if action == "stop":
+            self.log.event("failure", step=self.step, reason="non-finite loss or gradient norm")
+            raise NonFiniteError(
+                f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {self.step + 1}; "
+                f"no update was applied. Lower optim.lr, check the data, or set on_nonfinite: skip. "
+                f"The last good checkpoint is in {self.ckpt_root}"
+            )
+
+    # ----- eval and checkpoints ------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        sums = torch.zeros(2, dtype=torch.float64)  # (loss sum, sequence count)
+        with torch.no_grad():
+            for i, batch in enumerate(self.val_loader):
+                if i >= self.cfg.eval_batches:
+                    break
+                tokens = batch["tokens"].to(self.d.device)
+                loss = lm_loss(self.model(tokens), tokens)
+                sums += torch.tensor([loss.item() * len(tokens), len(tokens)], dtype=torch.float64)
+        self.model.train()
+        dist.all_reduce(sums)
+        val_loss = (sums[0] / sums[1]).item()
+        result = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
+        self.log.event("eval", step=self.step, **result)
+        self.log.metrics(self.step, result)
+        return result
+
+    def should_save(self, last_save: float) -> bool:
+        every = self.cfg.checkpoint
+        due = self.step == self.cfg.max_steps or (every.every_steps and self.step % every.every_steps == 0)
+        if not due and every.every_minutes:
+            # Clocks differ between ranks: rank 0 decides for everyone.
+            flag = torch.tensor([time.monotonic() - last_save >= 60 * every.every_minutes], dtype=torch.int32)
+            dist.broadcast(flag, src=0)
+            due = bool(flag.item())
+        return bool(due)
+
+    def save(self) -> None:
+        started = time.monotonic()
+        state = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "scheduler": self.scheduler.state_dict(),
+            "loader": self.loader.state_dict(),
+            "model_config": to_dict(self.model_cfg),
+            "config": to_dict(self.cfg),
+            "world_size": self.d.world_size,
+            "eos_id": self.info.eos_id,
+        }
+        path = checkpoint.save(self.ckpt_root, self.step, self.model, self.optimizer, state, self.cfg.checkpoint.keep_last)
+        self.log.event("checkpoint", step=self.step, path=str(path), seconds=round(time.monotonic() - started, 3))
+
+    # ----- sample audit ----------------------------------------------------
+    def _sample_log(self) -> Path:
+        return self.run_dir / "samples" / f"rank{self.d.rank}.jsonl"
+
+    def _record_samples(self, micro_batches: list[dict]) -> None:
+        if not self.cfg.record_sample_ids:
+            return
+        ids = [int(i) for b in micro_batches for i in b["seq_id"]]
+        path = self._sample_log()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(f'{{"step": {self.step}, "ids": {ids}}}\n')
+
+    def _truncate_sample_log(self) -> None:
+        """After a resume, forget steps that the restored checkpoint did not include."""
+        path = self._sample_log()
+        if not self.cfg.record_sample_ids or not path.exists():
+            return
+        import json
+
+        kept = [r for r in read_jsonl(path) if r["step"] <= self.step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    # ----- the loop -----------------------------------------------------
+    def micro_batches(self):
+        """Endless micro-batches; a new epoch starts when the loader runs out."""
+        while True:
+            for batch in self.loader:
+                yield batch
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.maybe_resume()
+        stream = self.micro_batches()
+        delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
+        last_save = window_start = time.monotonic()
+        window_steps, loss = 0, float("nan")
+        result: dict = {}
+        while self.step < cfg.max_steps:
+            batches = [next(stream) for _ in range(self.accum)]
+            loss, grad_norm = self.train_step(batches)
+            if math.isfinite(loss) and math.isfinite(grad_norm):
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.skips_in_row = 0
+            else:
+                self.handle_nonfinite(loss, grad_norm)
+            lr = self.scheduler.get_last_lr()[0]
+            self.scheduler.step()
+            self.step += 1
+            self.tokens += self.tokens_per_step
+            self._record_samples(batches)
+            window_steps += 1
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                seconds = (time.monotonic() - window_start) / window_steps
+                tok_s = self.tokens_per_step / seconds
+                mfu = self.flops_per_token * tok_s / (self.peak_flops * self.d.world_size) if self.peak_flops else None
+                self.log.progress(self.step, cfg.max_steps, loss, lr, tok_s, mfu, seconds)
+                metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, "tokens_per_s": tok_s, "tokens": self.tokens}
+                if mfu is not None:
+                    metrics["mfu"] = mfu
+                self.log.metrics(self.step, metrics)
+                window_start, window_steps = time.monotonic(), 0
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                self.evaluate()
+            if self.should_save(last_save):
+                self.save()
+                last_save = time.monotonic()
+            if delay:
+                time.sleep(delay)
+        result = {"step": self.step, "tokens": self.tokens, "loss": loss}
+        result.update(self.evaluate())
+        self.log.event("end", **result)
+        self.log.finish()
+        return result
+
+
+def _flat_params(cfg: TrainConfig, model_cfg) -> dict[str, str]:
+    """Config as flat key -> string, for MLflow params."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = str(node)
+
+    walk("", to_dict(cfg))
+    walk("model", to_dict(model_cfg))
+    return flat
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train in this process (one rank); tears the process group down at the end."""
+    try:
+        return Trainer(cfg).run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_from_dict(config: dict) -> dict:
+    """Entry point for TorchDistributor: plain data in, rank 0's summary out."""
+    from tokenmill.config import from_dict
+
+    return train(from_dict(TrainConfig, config))

@@ -1,0 +1,147 @@
+"""What a run tells its users: console lines, JSONL logs, MLflow, a loss plot.
+
+Only rank 0 logs. Files under the run dir:
+
+- ``events.jsonl``: start, resume, checkpoint, eval, nonfinite, failure, end
+- ``metrics.jsonl``: one line per logged step (appended across resumes; the
+  last line for a step wins)
+- ``loss.png``: train (and val) loss against step, written at the end
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Optional
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, enabled: bool, use_mlflow: bool, params: dict):
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.mlflow = None
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if use_mlflow:
+                self.mlflow = _start_mlflow(run_dir, params, self)
+
+    def event(self, name: str, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        record = {"time": round(time.time(), 3), "event": name, **fields}
+        _append(self.run_dir / "events.jsonl", record)
+        if name not in ("checkpoint",):
+            print(f"[train] {name}: " + " ".join(f"{k}={_short(v)}" for k, v in fields.items()), flush=True)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        _append(self.run_dir / "metrics.jsonl", {"step": step, **values})
+        if self.mlflow is not None:
+            try:
+                self.mlflow.log_metrics(values, step=step)
+            except Exception as exc:  # a tracking server hiccup must not stop training
+                self.event("mlflow_error", error=str(exc))
+                self.mlflow = None
+
+    def progress(
+        self, step: int, max_steps: int, loss: float, lr: float, tokens_per_s: float,
+        mfu: Optional[float], step_seconds: float,
+    ) -> None:
+        if not self.enabled:
+            return
+        eta = timedelta(seconds=int(step_seconds * (max_steps - step)))
+        mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
+        print(
+            f"step {step}/{max_steps} | loss {loss:.4f} | lr {lr:.2e} | "
+            f"{tokens_per_s:,.0f} tok/s | MFU {mfu_text} | ETA {eta}",
+            flush=True,
+        )
+
+    def finish(self) -> None:
+        if not self.enabled:
+            return
+        plot_losses(self.run_dir)
+        if self.mlflow is not None:
+            try:
+                self.mlflow.log_artifact(str(self.run_dir / "loss.png"))
+                self.mlflow.end_run()
+            except Exception:
+                pass
+
+
+def _append(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _start_mlflow(run_dir: Path, params: dict, log: RunLog):
+    """Start (or continue, after a resume) this run's MLflow run, if mlflow is installed."""
+    try:
+        import mlflow
+    except ImportError:
+        return None
+    try:
+        if "MLFLOW_TRACKING_URI" not in os.environ:
+            # Offline default: a file store inside the run dir.
+            mlflow.set_tracking_uri(f"file:{(run_dir / 'mlruns').resolve()}")
+        id_file = run_dir / "mlflow_run_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else None
+        run = mlflow.start_run(run_id=run_id, run_name=run_dir.name)
+        if run_id is None:
+            id_file.write_text(run.info.run_id)
+            mlflow.log_params(params)
+        return mlflow
+    except Exception as exc:
+        print(f"[train] mlflow disabled: {exc}", file=sys.stderr)
+        return None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_losses(run_dir: Path) -> Optional[Path]:
+    """loss.png from metrics.jsonl; after a resume, the last value per step wins."""
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = {r["step"]: r["loss"] for r in rows if "loss" in r}
+    val = {r["step"]: r["val_loss"] for r in rows if "val_loss" in r}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(sorted(train), [train[s] for s in sorted(train)], label="train")
+    if val:
+        ax.plot(sorted(val), [val[s] for s in sorted(val)], "o-", label="val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    out = run_dir / "loss.png"
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def peak_flops(device_name: str) -> Optional[float]:
+    """Dense bf16 peak FLOP/s of known GPUs (no sparsity), for MFU."""
+    table = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
+    for key, value in table.items():
+        if key in device_name:
+            return value
+    return None
