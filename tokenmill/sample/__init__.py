@@ -29,7 +29,7 @@ from pathlib import Path
 from tokenmill.errors import UserError
 from tokenmill.sample import codegen, pii, plants, prose
 from tokenmill.sample import words as W
-from tokenmill.sample.plants import jaccard, word_shingles  # noqa: F401  (re-exported for tests)
+from tokenmill.sample.plants import jaccard, word_shingles  # noqa: F401  (public: the ground truth's shingles)
 
 DEFAULT_N_DOCS = 3600
 MIN_N_DOCS = 400
@@ -105,9 +105,9 @@ def _code_doc(rng: random.Random, used: set[str], min_lines: int = 0, repo: str 
     while True:
         if rng.random() < 0.7:
             pkg = rng.choice(["core", "io", "util", "api", "jobs"])
-            path, text = f"code/{repo}/{pkg}/{codegen._snake(rng)}.py", codegen.python_module(rng, min_lines)
+            path, text = f"code/{repo}/{pkg}/{codegen.snake(rng)}.py", codegen.python_module(rng, min_lines)
         else:
-            path, text = f"code/{repo}/src/{codegen._camel(rng)}.js", codegen.js_module(rng, min_lines)
+            path, text = f"code/{repo}/src/{codegen.camel(rng)}.js", codegen.js_module(rng, min_lines)
         if path not in used:
             used.add(path)
             return Doc("code", text, {"repo": repo}, path=path)

@@ -12,11 +12,11 @@ from tokenmill.sample import words as W
 from tokenmill.sample.prose import Writer
 
 
-def _snake(rng: random.Random) -> str:
+def snake(rng: random.Random) -> str:
     return f"{rng.choice(W.CODE_VERBS)}_{rng.choice(W.CODE_NOUNS)}"
 
 
-def _camel(rng: random.Random) -> str:
+def camel(rng: random.Random) -> str:
     return rng.choice(W.CODE_VERBS) + rng.choice(W.CODE_NOUNS).title()
 
 
@@ -36,7 +36,7 @@ def _py_statements(rng: random.Random, args: list[str], depth: int = 1) -> list[
         kind = rng.random()
         v, a, attr = _var(rng), rng.choice(args), rng.choice(W.CODE_ATTRS)
         if kind < 0.3 or depth > 2:
-            out.append(f"{ind}{v} = {_snake(rng)}({a}, {attr}={rng.randint(0, 64)})")
+            out.append(f"{ind}{v} = {snake(rng)}({a}, {attr}={rng.randint(0, 64)})")
         elif kind < 0.5:
             out.append(f"{ind}for {v} in {a}:")
             out.append(f"{ind}    if {v}.{attr} > {rng.randint(1, 99)}:")
@@ -52,7 +52,7 @@ def _py_statements(rng: random.Random, args: list[str], depth: int = 1) -> list[
             out.append(f"{ind}except KeyError:")
             out.append(f"{ind}    {v} = {rng.choice(['None', '0', '[]', '{}'])}")
         else:
-            out.append(f"{ind}log.debug(\"{_snake(rng)}: %s\", {a})")
+            out.append(f"{ind}log.debug(\"{snake(rng)}: %s\", {a})")
     return out
 
 
@@ -61,7 +61,7 @@ def _py_function(rng: random.Random, method: bool = False) -> list[str]:
     sig = ", ".join((["self"] if method else []) + args)
     ind = "    " if method else ""
     w = Writer(rng)
-    lines = [f"{ind}def {_snake(rng)}({sig}):", f"{ind}    \"\"\"{w.sentence()}\"\"\""]
+    lines = [f"{ind}def {snake(rng)}({sig}):", f"{ind}    \"\"\"{w.sentence()}\"\"\""]
     body = _py_statements(rng, args, 1)
     lines += [ind + line for line in body]
     lines.append(f"{ind}    return {rng.choice(args)}")
@@ -72,7 +72,7 @@ def python_module(rng: random.Random, min_lines: int = 0) -> str:
     w = Writer(rng)
     imports = sorted(rng.sample(W.PY_IMPORTS, rng.randint(2, 4)))
     lines = [f"\"\"\"{w.sentence()}\"\"\"", ""] + [f"import {m}" for m in imports]
-    lines += ["", "log = logging.getLogger(__name__)" if "logging" in imports else f"{_snake(rng).upper()} = {rng.randint(2, 512)}"]
+    lines += ["", "log = logging.getLogger(__name__)" if "logging" in imports else f"{snake(rng).upper()} = {rng.randint(2, 512)}"]
     while True:
         lines += ["", ""]
         if rng.random() < 0.35:
@@ -93,7 +93,7 @@ def _js_statements(rng: random.Random, args: list[str], depth: int = 1) -> list[
         kind = rng.random()
         v, a, attr = _var(rng), rng.choice(args), rng.choice(W.CODE_ATTRS)
         if kind < 0.35 or depth > 2:
-            out.append(f"{ind}const {v}{depth} = {_camel(rng)}({a}, {{ {attr}: {rng.randint(0, 64)} }});")
+            out.append(f"{ind}const {v}{depth} = {camel(rng)}({a}, {{ {attr}: {rng.randint(0, 64)} }});")
         elif kind < 0.6:
             out.append(f"{ind}for (const {v} of {a}) {{")
             out += _js_statements(rng, args + [v], depth + 1)
@@ -103,7 +103,7 @@ def _js_statements(rng: random.Random, args: list[str], depth: int = 1) -> list[
             out.append(f"{ind}  throw new Error('{a}.{attr} is required');")
             out.append(f"{ind}}}")
         else:
-            out.append(f"{ind}console.log('{_camel(rng)}', {a}.{attr});")
+            out.append(f"{ind}console.log('{camel(rng)}', {a}.{attr});")
     return out
 
 
@@ -114,7 +114,7 @@ def js_module(rng: random.Random, min_lines: int = 0) -> str:
         lines.append(f"const {m} = require('{m}');")
     names = []
     while True:
-        name = _camel(rng)
+        name = camel(rng)
         names.append(name)
         args = sorted({_var(rng) for _ in range(rng.randint(1, 3))})
         lines += ["", f"/** {w.sentence()} */", f"function {name}({', '.join(args)}) {{"]

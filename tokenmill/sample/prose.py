@@ -118,6 +118,7 @@ class Writer:
         self.topic = topic or rng.choice(sorted(W.TOPICS))
         # Mostly on-topic nouns, with a few from a second topic for variety.
         self.nouns = W.TOPICS[self.topic] + rng.sample(W.TOPICS[rng.choice(sorted(W.TOPICS))], 6)
+        self.deck: list[str] = []
 
     def slot(self, name: str) -> str:
         r = self.rng
@@ -171,7 +172,11 @@ class Writer:
         return text[0].upper() + text[1:]
 
     def sentence(self) -> str:
-        return self.fill(self.rng.choice(SENTENCES))
+        # Deal templates like cards: no template repeats until all are used,
+        # so a short document never repeats a long fixed phrase.
+        if not self.deck:
+            self.deck = self.rng.sample(SENTENCES, len(SENTENCES))
+        return self.fill(self.deck.pop())
 
     def paragraph(self, lo: int = 3, hi: int = 7, quotes: bool = False) -> str:
         parts = []
@@ -208,7 +213,7 @@ def news_story(rng: random.Random) -> tuple[str, dict]:
 def forum_post(rng: random.Random) -> tuple[str, dict]:
     w = Writer(rng, rng.choice(W.BOARDS))
     opener = w.fill(rng.choice(FORUM_OPENERS))
-    body = w.paragraphs(rng.randint(1, 2), lo=2, hi=5)
+    body = w.paragraphs(rng.randint(2, 3), lo=3, hi=5)
     closer = w.fill(rng.choice(FORUM_CLOSERS))
     meta = {"board": w.topic, "thread": rng.randint(1000, 99999), "post": rng.randint(1, 40)}
     return "\n\n".join([opener] + body + [closer]), meta
