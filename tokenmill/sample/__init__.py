@@ -94,14 +94,12 @@ def _book_docs(n: int, rng: random.Random) -> list[Doc]:
 
 
 def _code_docs(n: int, rng: random.Random, used: set[str]) -> list[Doc]:
-    docs = []
-    while len(docs) < n:
-        docs.append(_code_doc(rng, used))
-    return docs
+    return [_code_doc(rng, used) for _ in range(n)]
 
 
-def _code_doc(rng: random.Random, used: set[str], min_lines: int = 0, repo: str | None = None) -> Doc:
-    repo = repo or rng.choice(REPOS)
+def _code_doc(rng: random.Random, used: set[str], min_lines: int = 0) -> Doc:
+    """A .py (70%) or .js file at a path not used before."""
+    repo = rng.choice(REPOS)
     while True:
         if rng.random() < 0.7:
             pkg = rng.choice(["core", "io", "util", "api", "jobs"])
@@ -123,21 +121,30 @@ def _pick(docs: list[Doc], rng: random.Random) -> Doc:
     return doc
 
 
+def _unique_pii(rng: random.Random, kind: str, used: set[str]) -> tuple[str, str, str]:
+    """A PII sentence whose value was not planted before, so every value names one document."""
+    while True:
+        sentence, entity, value = pii.pii_sentence(rng, kind)
+        if value not in used:
+            used.add(value)
+            return sentence, entity, value
+
+
 def _plant_pii(prose_docs: list[Doc], code_docs: list[Doc], rng: random.Random) -> list[dict]:
-    found = []
+    found, used = [], set()
     for kind, count in pii.PLAN.items():
-        for _ in range(count):
+        for i in range(count):
             doc = _pick(prose_docs, rng)
-            sentence, entity, value = pii.pii_sentence(rng, kind)
+            sentence, entity, value = _unique_pii(rng, kind, used)
             doc.text = plants.insert_sentence(doc.text, sentence, rng)
             found.append({"doc": doc, "entity": entity, "value": value})
-            if kind == "EMAIL_ADDRESS" and rng.random() < 0.5:  # a contact line: e-mail and phone together
-                sentence, entity, value = pii.pii_sentence(rng, "PHONE_NUMBER")
+            if kind == "EMAIL_ADDRESS" and i % 2 == 0:  # every other one: e-mail and phone together
+                sentence, entity, value = _unique_pii(rng, "PHONE_NUMBER", used)
                 doc.text = plants.insert_sentence(doc.text, sentence, rng)
                 found.append({"doc": doc, "entity": entity, "value": value})
     for _ in range(CODE_PII_DOCS):
         doc = _pick(code_docs, rng)
-        value = pii.email(rng)
+        value = _unique_pii(rng, "EMAIL_ADDRESS", used)[2]
         mark = "#" if doc.path.endswith(".py") else "//"
         doc.text = f"{mark} Maintainer: {value}\n{doc.text}"
         found.append({"doc": doc, "entity": "EMAIL_ADDRESS", "value": value})
@@ -169,14 +176,14 @@ def _plant_text_fixes(prose_docs: list[Doc], rng: random.Random) -> dict[str, li
 
 def _exact_clusters(rng: random.Random) -> tuple[list[Doc], list[list[dict]]]:
     docs, clusters = [], []
-    for _ in range(EXACT_CLUSTERS):
-        text, _meta_ = prose.web_page(rng)
+    for c in range(EXACT_CLUSTERS):
+        text = prose.web_page(rng)[0]
         members = []
         for j in range(rng.randint(2, 3)):
             variant = "original" if j == 0 else rng.choice(["identical", "whitespace", "case"])
             body = {"original": text, "identical": text, "case": text.lower(),
                     "whitespace": plants.whitespace_variant(text)}[variant]
-            source = rng.choice(DUP_SOURCES)
+            source = DUP_SOURCES[(c + j) % len(DUP_SOURCES)]  # members in different sources
             doc = Doc(source, body, _meta(source, rng), planted=True)
             docs.append(doc)
             members.append({"doc": doc, "variant": variant})
@@ -186,14 +193,14 @@ def _exact_clusters(rng: random.Random) -> tuple[list[Doc], list[list[dict]]]:
 
 def _near_clusters(rng: random.Random) -> tuple[list[Doc], list[list[dict]]]:
     docs, clusters = [], []
-    for _ in range(NEAR_CLUSTERS):
+    for c in range(NEAR_CLUSTERS):
         text = prose.long_article(rng, min_words=rng.randint(400, 700))
-        source = rng.choice(DUP_SOURCES)
+        source = DUP_SOURCES[c % len(DUP_SOURCES)]
         first = Doc(source, text, _meta(source, rng), planted=True)
         members = [{"doc": first, "edits": 0, "jaccard": 1.0}]
-        for _ in range(rng.randint(1, 2)):
+        for m in range(rng.randint(1, 2)):
             copy, k, j = plants.near_copy(text, rng)
-            source = rng.choice(DUP_SOURCES)
+            source = DUP_SOURCES[(c + m + 1) % len(DUP_SOURCES)]
             members.append({"doc": Doc(source, copy, _meta(source, rng), planted=True), "edits": k, "jaccard": j})
         docs += [m["doc"] for m in members]
         clusters.append(members)
@@ -226,8 +233,8 @@ def _code_clusters(rng: random.Random, used: set[str]) -> tuple[list[Doc], list[
 def _junk_docs(rng: random.Random) -> tuple[list[Doc], list[dict]]:
     docs, found = [], []
     for kind in plants.JUNK_KINDS:
-        for _ in range(JUNK_PER_KIND):
-            source = rng.choice(["web", "forum"])
+        for i in range(JUNK_PER_KIND):
+            source = ("web", "forum")[i % 2]
             doc = Doc(source, plants.junk(rng, kind), _meta(source, rng), planted=True)
             docs.append(doc)
             found.append({"doc": doc, "kind": kind})
@@ -437,7 +444,7 @@ def _prepare(out: Path) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write (new, empty, or an earlier sample)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical bytes (default 0)")
-    parser.add_argument("--n-docs", type=int, default=DEFAULT_N_DOCS,
+    parser.add_argument("--n-docs", type=int, metavar="N", default=DEFAULT_N_DOCS,
                         help=f"number of documents, planted ones included (default {DEFAULT_N_DOCS}, minimum {MIN_N_DOCS})")
 
 

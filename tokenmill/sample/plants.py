@@ -104,21 +104,29 @@ BAD_WORD_SENTENCES = ["Honestly, the whole {n} was a {w} disaster from start to 
 JUNK_KINDS = ["symbols", "lorem", "short", "bullets", "boilerplate", "ellipsis"]
 
 
+LATIN = ["dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "tempor", "incididunt",
+         "labore", "magna", "aliqua", "veniam", "nostrud", "ullamco", "laboris", "nisi", "commodo"]
+NAV = ["Home", "About us", "Contact", "Privacy policy", "Terms of use", "Careers", "Advertise", "Help"]
+
+
 def junk(rng: random.Random, kind: str) -> str:
+    """A page quality filters should drop. Each has random parts, so junk pages
+    are not duplicates of one another (dedup ground truth stays exact)."""
     w = Writer(rng)
     if kind == "symbols":
         return "\n".join(" ".join("".join(rng.choice("#$%&*@~^|+=") for _ in range(rng.randint(3, 8)))
                                   for _ in range(8)) for _ in range(8))
     if kind == "lorem":
-        return " ".join(["lorem ipsum"] * rng.randint(80, 150))
+        phrase = " ".join(rng.sample(LATIN, 3))
+        return " ".join([f"lorem ipsum {phrase}"] * rng.randint(30, 60))
     if kind == "short":
-        return rng.choice(["Click here.", "Page not found.", "Loading, please wait", "Subscribe now!"])
+        return f"{rng.choice(['Click here', 'Page not found', 'Loading, please wait', 'Subscribe now'])} ({rng.randint(100, 999)})."
     if kind == "bullets":
         return "\n".join(f"\u2022 {rng.choice(W.ADJECTIVES)} {rng.choice(w.nouns)}" for _ in range(rng.randint(10, 16)))
     if kind == "boilerplate":
-        block = ["Home | About us | Contact | Privacy policy | Terms of use",
-                 f"Copyright {rng.randint(2015, 2024)} Example Media. All rights reserved.",
-                 "Sign in to continue reading.", "Share this page with your friends."]
+        site = f"The {rng.choice(W.CITIES)} {rng.choice(w.nouns).title()} Gazette"
+        block = [" | ".join(rng.sample(NAV, 5)), f"Copyright {rng.randint(2000, 2024)} {site}. All rights reserved.",
+                 f"Sign in to {site} to continue reading.", "Share this page with your friends."]
         return "\n".join(block * rng.randint(5, 8))
     if kind == "ellipsis":
         return "\n".join(f"Read more about the {rng.choice(w.nouns)} {rng.choice(W.PLACES)}..." for _ in range(12))
