@@ -380,7 +380,8 @@ def test_small_corpus_keeps_every_plant(tmp_path):
 
 def test_cli_writes_and_refuses_a_foreign_directory(tmp_path, capsys):
     assert cli.main(["sample", str(tmp_path / "c"), "--n-docs", "400"]) == 0
-    assert "wrote 400 documents" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote 400 documents" in out and f"--input {tmp_path / 'c' / 'forum'} " in out
     assert cli.main(["sample", str(tmp_path / "c"), "--n-docs", "400"]) == 0  # rewriting a sample is fine
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "keep.txt").write_text("mine")

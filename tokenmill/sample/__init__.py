@@ -13,6 +13,10 @@ crawl has, planted at known places so tests can assert exact outcomes:
 A document without an id is named in planted.json by ``PATH:LINE`` (JSONL,
 1-based line of the decompressed file) or ``PATH`` (text file), PATH relative
 to OUT_DIR. The same seed gives byte-identical files.
+
+Give the pipeline one input per source directory (``input_paths``), not
+OUT_DIR itself: that labels each document with its source, and keeps
+planted.json (a .json file) from being read as a JSONL input.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ CONTROL_DOCS = 3
 BAD_WORD_DOCS = 6
 CODE_PII_DOCS = 2
 JUNK_PER_KIND = 4
+SOURCES = ("web", "news", "forum", "books", "code")
 PROSE_SOURCES = ("web", "news", "forum", "books")
 DUP_SOURCES = ("web", "news", "forum")
 SHARE = {"news": 0.22, "forum": 0.26, "books": 0.04, "code": 0.12}  # web takes the rest
@@ -409,6 +414,11 @@ def write_sample(out_dir: str | Path, seed: int = 0, n_docs: int | None = None) 
     return truth
 
 
+def input_paths(out_dir: str | Path) -> list[Path]:
+    """The pipeline inputs of a sample: one directory per source."""
+    return [Path(out_dir) / s for s in SOURCES]
+
+
 def _base_counts(total: int) -> dict[str, int]:
     counts = {s: round(total * share) for s, share in SHARE.items()}
     counts["web"] = total - sum(counts.values())
@@ -435,7 +445,7 @@ def _prepare(out: Path) -> None:
 
         shutil.rmtree(out)
     try:
-        for s in ("web", "news", "forum", "books", "code"):
+        for s in SOURCES:
             (out / s).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"OUT_DIR: cannot create {out}: {exc.strerror}") from None
@@ -457,4 +467,5 @@ def main(args: argparse.Namespace) -> int:
     print(f"  planted: {len(truth['pii'])} PII values, {len(truth['exact_duplicates'])} exact and "
           f"{len(truth['near_duplicates'])} near duplicate clusters, {len(truth['junk'])} junk docs, "
           f"{len(truth['bad_rows'])} bad rows; ground truth in {Path(args.out_dir) / 'planted.json'}")
+    print("  inputs: " + " ".join(f"--input {p}" for p in input_paths(args.out_dir)))
     return 0
