@@ -184,7 +184,7 @@ def _exact_clusters(rng: random.Random) -> tuple[list[Doc], list[list[dict]]]:
     for c in range(EXACT_CLUSTERS):
         text = prose.web_page(rng)[0]
         members = []
-        for j in range(rng.randint(2, 3)):
+        for j in range(2 + c % 2):  # sizes fixed by position, so per-source counts are too
             variant = "original" if j == 0 else rng.choice(["identical", "whitespace", "case"])
             body = {"original": text, "identical": text, "case": text.lower(),
                     "whitespace": plants.whitespace_variant(text)}[variant]
@@ -203,7 +203,7 @@ def _near_clusters(rng: random.Random) -> tuple[list[Doc], list[list[dict]]]:
         source = DUP_SOURCES[c % len(DUP_SOURCES)]
         first = Doc(source, text, _meta(source, rng), planted=True)
         members = [{"doc": first, "edits": 0, "jaccard": 1.0}]
-        for m in range(rng.randint(1, 2)):
+        for m in range(1 + c % 2):
             copy, k, j = plants.near_copy(text, rng)
             source = DUP_SOURCES[(c + m + 1) % len(DUP_SOURCES)]
             members.append({"doc": Doc(source, copy, _meta(source, rng), planted=True), "edits": k, "jaccard": j})
@@ -242,9 +242,9 @@ def _junk_docs(rng: random.Random) -> tuple[list[Doc], list[dict]]:
             source = ("web", "forum")[i % 2]
             doc = Doc(source, plants.junk(rng, kind), _meta(source, rng), planted=True)
             docs.append(doc)
-            found.append({"doc": doc, "kind": kind})
+            found.append({"doc": doc, "kind": kind, "rule": plants.JUNK_RULES[kind]})
     doc = Doc("web", " \n\t ", _meta("web", rng), planted=True)  # whitespace only
-    return docs + [doc], found + [{"doc": doc, "kind": "empty"}]
+    return docs + [doc], found + [{"doc": doc, "kind": "empty", "rule": "empty"}]
 
 
 # ---------------------------------------------------------------- writing files

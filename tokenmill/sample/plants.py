@@ -101,7 +101,11 @@ BAD_WORDS = ["frack", "gorram", "smeg"]
 BAD_WORD_SENTENCES = ["Honestly, the whole {n} was a {w} disaster from start to finish.",
                       "What a {w} mess, said the neighbour about the {n}."]
 
-JUNK_KINDS = ["symbols", "lorem", "short", "bullets", "boilerplate", "ellipsis"]
+# Junk kind -> the quality rule (Gopher, Rae et al. 2021) each page is built to fail first.
+JUNK_RULES = {"symbols": "gopher_symbol_ratio", "lorem": "gopher_stop_words", "short": "too_short",
+              "bullets": "gopher_bullet_lines", "boilerplate": "gopher_dup_lines",
+              "ellipsis": "gopher_ellipsis_lines", "empty": "empty"}
+JUNK_KINDS = [k for k in JUNK_RULES if k != "empty"]
 
 
 LATIN = ["dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "tempor", "incididunt",
@@ -122,14 +126,16 @@ def junk(rng: random.Random, kind: str) -> str:
     if kind == "short":
         return f"{rng.choice(['Click here', 'Page not found', 'Loading, please wait', 'Subscribe now'])} ({rng.randint(100, 999)})."
     if kind == "bullets":
-        return "\n".join(f"\u2022 {rng.choice(W.ADJECTIVES)} {rng.choice(w.nouns)}" for _ in range(rng.randint(10, 16)))
+        # 20+ lines, so over 50 words: dropped for bullets, not for length.
+        return "\n".join(f"\u2022 {rng.choice(W.ADJECTIVES)} {rng.choice(w.nouns)}" for _ in range(rng.randint(20, 26)))
     if kind == "boilerplate":
         site = f"The {rng.choice(W.CITIES)} {rng.choice(w.nouns).title()} Gazette"
         block = [" | ".join(rng.sample(NAV, 5)), f"Copyright {rng.randint(2000, 2024)} {site}. All rights reserved.",
                  f"Sign in to {site} to continue reading.", "Share this page with your friends."]
         return "\n".join(block * rng.randint(5, 8))
     if kind == "ellipsis":
-        return "\n".join(f"Read more about the {rng.choice(w.nouns)} {rng.choice(W.PLACES)}..." for _ in range(12))
+        # Long lines keep "..." under 1 in 10 words: dropped for ellipsis lines, not symbols.
+        return "\n".join(w.fill("Read more about the {n} {place}, and what {Name} {vp} {time}...") for _ in range(12))
     raise KeyError(kind)
 
 

@@ -3,6 +3,8 @@
 Every slot in a template is drawn afresh, so two documents share almost no
 word 5-grams, and no template has five fixed words in a row (that would
 repeat 5-grams inside a document and trip the Gopher duplicate-n-gram rule).
+Nearly every template holds two of Gopher's stop words (the, be, to, of,
+and, that, have, with), so even a short post passes that rule.
 """
 
 from __future__ import annotations
@@ -13,41 +15,41 @@ import re
 from tokenmill.sample import words as W
 
 SENTENCES = [
-    "{Name} {vp} the {a} {n} {place} {time}.",
+    "{Name} {vp} the {a} {n} {place} {time} and {vp} it {adv}.",
     "The {n} that {Name} {vp} {time} turned out to be {a}.",
-    "Most {ns} {vb} {adv} when the {n} is {a}.",
+    "Most {ns} {vb} {adv} when the {n} is {a} and {a}.",
     "According to {Name}, the {n} {v3} {adv} after the {a} {n} arrives.",
     "It is {a} to {vb} a {n} without {vg} the {n} first.",
-    "In {city}, {num} {ns} were {vp} {time}.",
+    "In {city}, {num} of the {ns} were {vp} {time}.",
     "{Name} said that the {a} {ns} {place} had never been {vp} before.",
     "Nobody expected the {n} to be so {a}, yet it {vp} the {n} {adv}.",
     "We {vp} {num} {a} {ns} and {vp} the rest {adv}.",
-    "When the {n} {v3}, the {n} usually {v3} as well.",
+    "When the {n} {v3}, the {n} usually {v3} with it.",
     "There were {num} {ns} {place}, and each one was {a}.",
-    "The {a} {n} in {city} {v3} {num} {ns} every {month}.",
-    "{Name} and {Name} {vp} a {a} {n} {time}.",
-    "Why would anyone {vb} a {a} {n} {place}?",
-    "By {year}, the {n} had {vp} more than {num} {ns}.",
-    "If you {vb} the {n} {adv}, the {ns} will stay {a}.",
+    "The {a} {n} in {city} {v3} {num} {ns} every {month} of the year.",
+    "{Name} and {Name} {vp} a {a} {n} to {vb} the {n}.",
+    "Why would anyone want to {vb} a {a} {n} {place}?",
+    "By {year}, the {n} had {vp} more than {num} of the {ns}.",
+    "If you {vb} the {n} {adv}, the {ns} will stay {a} and {a}.",
     "The report from {city} {vp} a {a} {n} and a {a} {n}.",
     "Local {ns} have {vp} the {n} since {year}.",
-    "One {a} {n} can {vb} as many as {num} {ns}.",
-    "{Name} {adv} {vp} the {n}, although the {ns} were {a}.",
-    "Some {ns} are {a}, while others are {a} and {a}.",
+    "One {a} {n} is able to {vb} as many as {num} {ns}.",
+    "{Name} {adv} {vp} the {n}, although the {ns} were {a} and {a}.",
+    "Some of the {ns} are {a}, while others are {a} and {a}.",
     "Visitors to {city} often {vb} the {a} {n} {place}.",
-    "{Name}, who {vp} the {n} in {year}, still {v3} it {adv}.",
-    "A {a} {n} is easier to {vb} than a {a} {n}.",
+    "{Name}, who {vp} the {n} in {year}, still likes to {vb} it {adv}.",
+    "It is easier to {vb} a {a} {n} than to {vb} the {n}.",
     "The {ns} {vp} {time} were {a} enough to {vb} the {n}.",
-    "After {vg} the {n}, {Name} {vp} a {a} {n}.",
-    "In {month} {year}, the {n} {place} was {vp} again.",
+    "After {vg} the {n}, {Name} {vp} a {a} {n} with {Name}.",
+    "In {month} {year}, the {n} {place} was {vp} and then {vp} again.",
     "Few people know that the {n} {vp} {num} {ns} {time}.",
     "{Name} asked us to {vb} the {n} before the {n} became {a}.",
-    "Our {a} {n} {v3} {adv}, but the {ns} {place} do not.",
-    "Is the {n} really {a}, or is the {n} simply {a}?",
-    "Two {a} {ns} {vp} the {n} while {Name} {vp} the {n}.",
+    "Our {a} {n} {v3} {adv}, but the {ns} {place} do not have to.",
+    "Is the {n} really {a}, or is the {n} simply {a} to {vb}?",
+    "Two {a} {ns} {vp} the {n} while {Name} {vp} the {n} of the {n}.",
     "The {n} {place} is {a} in {month} and {a} in {month}.",
-    "{Name} keeps a {a} {n} for {vg} {ns}.",
-    "Even a {a} {n} needs {vg} {adv}.",
+    "{Name} keeps a {a} {n} to {vb} the {ns}.",
+    "Even the {a} {n} needs {vg} from time to time.",
     "Without the {n}, the {ns} in {city} would be {a}.",
 ]
 
