@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TM := $(VENV)/bin/tokenmill
-DEMO ?= build/demo
+DEMO := build/demo  # configs/demo.yaml names the same folders
 
 .PHONY: setup demo test bench clean
 
@@ -19,7 +19,7 @@ setup: $(VENV)/.installed
 demo: setup
 	rm -rf $(DEMO)
 	$(TM) sample $(DEMO)/raw
-	$(TM) run --config configs/demo.yaml --input $(DEMO)/raw --output $(DEMO)/out
+	$(TM) run --config configs/demo.yaml
 
 test: setup
 	$(PY) -m pytest -q tests
