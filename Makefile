@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TM := $(VENV)/bin/tokenmill
-DEMO := build/demo  # configs/demo.yaml names the same folders
+# configs/demo.yaml names the same folders.
+DEMO := build/demo
 
 .PHONY: setup demo test bench clean
 
