@@ -1,0 +1,321 @@
+"""The HTML data card: exact figures from a small hand-made output, graceful
+gaps when stages have not run, and a render in headless Chromium with no
+console error and no request leaving the file."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tokenmill import cli, tables
+from tokenmill.manifest import Manifest, StageRecord
+from tokenmill.report import card as report_card
+from tokenmill.report import data as report_data
+from tokenmill.train.fixture import write_fixture
+
+DOC_SCHEMA = "id string, source string, text string, meta string, n_chars int, n_words int, quality double"
+
+
+def _docs(spark, rows):
+    full = [(i, s, t, "{}", len(t), len(t.split()), 0.5) for i, s, t in rows]
+    return spark.createDataFrame(full, DOC_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def out(spark, tmp_path_factory):
+    """An output folder as the four stages would leave it, with known figures."""
+    out = tmp_path_factory.mktemp("card") / "out"
+    loc = lambda name: tables.stage_location(str(out), name)  # noqa: E731
+    documents = [
+        ("a", "web", "x" * 10), ("b", "web", "y" * 100), ("c", "news", "z" * 1000),
+        ("d", "news", "w" * 40), ("e", "forum", "v" * 3), ("f", "forum", "u" * 50),
+    ]
+    tables.write(_docs(spark, documents), loc("documents"))
+    clean = [d for d in documents if d[0] != "e"]  # e: too short
+    tables.write(_docs(spark, clean), loc("clean"))
+    deduped = [d for d in clean if d[0] not in ("d",)]  # d duplicates c
+    tables.write(_docs(spark, deduped), loc("deduped"))
+    clusters = spark.createDataFrame(
+        [("k1", "c", 2, True), ("k1", "d", 2, False), ("k2", "a", 3, True), ("k2", "g", 3, False),
+         ("k2", "h", 3, False)], "cluster_id string, id string, cluster_size int, kept boolean"
+    )
+    tables.write(clusters, loc("dup_clusters"))
+    # Two sequences, EOS = 0: spans between EOS tokens are 3 and 5 tokens long.
+    seqs = spark.createDataFrame(
+        [(0, [5, 0, 7, 8, 0, 9, 9, 9, 9, 0], "web"), (1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 1], "news")],
+        "seq_id long, tokens array<int>, source string",
+    )
+    tables.write(seqs, loc("sequences"))
+    write_fixture(out / "shards", n_train=48, n_val=8, seq_len=16, vocab_size=300)
+    info = json.loads((out / "shards" / "dataset.json").read_text())
+    info["eos_id"] = 0
+    (out / "shards" / "dataset.json").write_text(json.dumps(info))
+    m = Manifest(out / "manifest.json")
+    m.record(StageRecord("etl", 6, 5, {"too_short": 1},
+                         extra={"pii": {"EMAIL_ADDRESS": 4, "PHONE_NUMBER": 2}, "mojibake_fixed": 3}))
+    m.record(StageRecord("dedup", 5, 4, {"near_duplicate": 1}, extra={"bands": 9, "rows": 13}))
+    m.record(StageRecord("tokenize", 4, 4, {}, extra={"sequences": 2, "tokens": 20}))
+    m.record(StageRecord("shards", 2, 2, {}, extra={
+        "location": str(out / "shards"),
+        "shuffle_quality": {"train": {"window": 48, "max_share_deviation": 0.25, "worst_source": "web",
+                                      "source_sorted_deviation": 0.75}}}))
+    run = out.parent / "run"
+    run.mkdir()
+    lines = [{"step": 10, "loss": 5.0, "lr": 1e-3}, {"step": 20, "loss": 4.0, "lr": 9e-4},
+             {"step": 20, "loss": 3.5, "lr": 9e-4, "val_loss": 3.9}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{torn")
+    return out
+
+
+@pytest.fixture(scope="module")
+def card_html(spark, out):
+    path = report_card.write_card(str(out), str(out.parent / "card.html"),
+                                  run_log=str(out.parent / "run"), spark=spark)
+    return path
+
+
+def _section(html: str, title: str) -> str:
+    start = html.index(f"<h2>{title}</h2>")
+    return html[start: html.index("</section>", start)]
+
+
+def _cells(fragment: str) -> list[list[str]]:
+    rows = re.findall(r"<tr>(.*?)</tr>", fragment, flags=re.S)
+    return [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r) for r in rows]
+
+
+def test_figures_are_exact(spark, out, card_html):
+    html = card_html.read_text()
+    funnel = _cells(_section(html, "Stage funnel"))
+    assert funnel[1:] == [
+        ["input", "6", "100.0%", "1,203", "100.0%"],
+        ["after etl", "5", "83.3%", "1,200", "99.8%"],
+        ["after dedup", "4", "66.7%", "1,160", "96.4%"],
+        ["tokenized", "4", "66.7%", "", ""],
+    ]
+    assert _cells(_section(html, "Drops by reason"))[1:] == [
+        ["etl", "too_short", "1"], ["dedup", "near_duplicate", "1"]]
+    assert _cells(_section(html, "PII replaced, by type"))[1:] == [["EMAIL_ADDRESS", "4"], ["PHONE_NUMBER", "2"]]
+    clusters = _section(html, "Duplicate clusters")
+    assert _cells(clusters)[1:] == [["2", "1"], ["3", "1"]]
+    assert "2 duplicate clusters holding 5 documents; keeping one per cluster removes 3" in clusters
+    sources = _cells(_section(html, "Source mix before and after"))
+    assert sources[0] == ["source", "documents docs", "documents bytes", "clean docs", "clean bytes",
+                          "deduped docs", "deduped bytes", "sequences sequences", "sequences tokens"]
+    assert sources[1:] == [["forum", "2", "53", "1", "50", "1", "50", "0", "0"],
+                           ["news", "2", "1,040", "2", "1,040", "1", "1,000", "1", "10"],
+                           ["web", "2", "110", "2", "110", "2", "110", "1", "10"]]
+    # The fixture's shards are in seq_id order: no shuffle at all.
+    shuffle = _section(html, "Shuffle quality")
+    assert "Read 48 samples" in shuffle and '<b class="bad">1</b>' in shuffle
+    assert "Neighbours from the same source" not in shuffle  # 2 of 48 sources known: no verdict
+    assert ("train: largest deviation of a source's share in any window of 48 sequences from its "
+            "overall share: 0.25 (source web; sorted by source it would be 0.75)") in shuffle
+    assert _cells(_section(html, "Token totals"))[1:] == [
+        ["train", "48", "768", "1"], ["val", "8", "128", "1"], ["total", "56", "896", "2"]]
+    training = _section(html, "Training curves")
+    assert "2 logged steps" in training and "1 unreadable line(s) skipped" in training
+    assert _cells(training)[1:] == [["loss", "3.5"], ["lr", "0.0009"], ["val_loss", "3.9"]]
+    assert ["mojibake_fixed", "3"] in _cells(_section(html, "Figures recorded by each stage"))
+    # Every plotted section carries one inline PNG; nothing refers outside the file.
+    assert html.count('src="data:image/png;base64,') == 9
+    assert ["shuffle_quality.train.max_share_deviation", "0.25"] in _cells(
+        _section(html, "Figures recorded by each stage"))
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)|url\(|<script|<link""", html)
+
+
+def test_token_lengths_from_eos_spans(spark, out):
+    t = report_data.Tables(str(out), None, lambda: spark)
+    section = report_data.token_lengths(Manifest.load(out), t, out / "shards")
+    # spans 3 and 5 -> log2 buckets 1 (2..3) and 2 (4..7); the sequence without two EOS adds none.
+    assert section.data == {"source": "EOS-to-EOS spans in tables/sequences", "hist": {1: 1, 2: 1}}
+
+
+def test_shuffle_quality_from_shards_in_storage_order(tmp_path):
+    import numpy as np
+    from streaming import MDSWriter
+
+    order = [3, 0, 5, 1, 4, 2]  # storage order of seq_ids
+    source = {0: "web", 1: "web", 2: "web", 3: "news", 4: "news", 5: "code"}
+    split = tmp_path / "shards" / "train"
+    columns = {"tokens": "ndarray:uint16:4", "seq_id": "int64", "source": "str"}
+    with MDSWriter(out=str(split), columns=columns, compression="zstd", size_limit=1 << 8) as writer:
+        for i in order:
+            writer.write({"tokens": np.full(4, i, np.uint16), "seq_id": i, "source": source[i]})
+    assert len(list(split.glob("shard.*"))) > 1  # several shards, read in index order
+    t = report_data.Tables(str(tmp_path), None, lambda: pytest.fail("no table: Spark must not start"))
+    data = report_data.shuffle_quality(tmp_path / "shards", t).data
+    assert data["samples"] == 6 and data["seq_ids"] == order
+    assert data["spearman"] == pytest.approx(1 - 6 * (9 + 1 + 9 + 4 + 0 + 9) / (6 * 35))  # 1 - 6*sum(d^2)/(n(n^2-1))
+    # neighbours: news-web, web-code, code-web, web-news, news-web -> 0 of 5 the same
+    assert data["adjacent_same_source"] == 0.0
+    assert data["expected_same_source"] == pytest.approx((3 / 6) ** 2 + (2 / 6) ** 2 + (1 / 6) ** 2)
+
+
+def test_card_degrades_when_stages_have_not_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    Manifest(out / "manifest.json").record(StageRecord("etl", 3, 3, {}, extra={"pii": {}}))
+    target = tmp_path / "card.html"
+    assert cli.main(["report", str(out), "--html", str(target)]) == 0
+    assert capsys.readouterr().out.strip() == f"data card: {target}"
+    html = target.read_text()
+    assert "Not available: dedup has not run" in _section(html, "Duplicate clusters")
+    assert "etl found no PII to replace." in _section(html, "PII replaced, by type")
+    assert "Not available: no run log given" in _section(html, "Training curves")
+    assert f"Not available: no dataset.json in {out / 'shards'}" in _section(html, "Token totals")
+    assert "could not be computed" not in html
+
+
+def test_report_of_a_missing_output_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "nope"), "--html", str(tmp_path / "c.html")]) == 2
+    assert "no pipeline output at" in capsys.readouterr().err
+
+
+# --- headless Chromium, driven over the DevTools protocol on a pipe ------------------
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--remote-debugging-pipe",
+]
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.fail("headless Chromium is needed: apt-get install -y chromium (Debian's package)")
+    return exe
+
+
+def browse(url: str, timeout: float = 90.0) -> tuple[list[dict], bytes]:
+    """Open ``url``; return the DevTools events seen and a full-page PNG screenshot.
+
+    Chromium reads protocol messages on fd 3 and writes on fd 4, each
+    terminated by a NUL byte (--remote-debugging-pipe).
+    """
+    cmd_r, cmd_w = os.pipe()
+    res_r, res_w = os.pipe()
+
+    def wire_fds():
+        os.dup2(cmd_r, 3)
+        os.dup2(res_w, 4)
+
+    profile = tempfile.mkdtemp(prefix="tokenmill-chromium-")
+    proc = subprocess.Popen(
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,900", "about:blank"],
+        preexec_fn=wire_fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    os.close(cmd_r)
+    os.close(res_w)
+    events: list[dict] = []
+    state = {"buf": b"", "id": 0}
+
+    def send(method, params=None, session=None):
+        state["id"] += 1
+        msg = {"id": state["id"], "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(cmd_w, json.dumps(msg).encode() + b"\0")
+        return state["id"]
+
+    def wait_for(pred):
+        deadline = time.time() + timeout
+        while True:
+            while b"\0" in state["buf"]:
+                raw, state["buf"] = state["buf"].split(b"\0", 1)
+                msg = json.loads(raw)
+                if "method" in msg:
+                    events.append(msg)
+                if pred(msg):
+                    return msg
+            ready, _, _ = select.select([res_r], [], [], max(0.0, deadline - time.time()))
+            if not ready:
+                raise TimeoutError("chromium did not answer in time")
+            chunk = os.read(res_r, 1 << 20)
+            if not chunk:
+                raise RuntimeError("chromium closed the DevTools pipe")
+            state["buf"] += chunk
+
+    def call(method, params=None, session=None):
+        i = send(method, params, session)
+        msg = wait_for(lambda m: m.get("id") == i)
+        if "error" in msg:
+            raise RuntimeError(f"{method}: {msg['error']}")
+        return msg["result"]
+
+    try:
+        target = call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Runtime", "Log", "Page", "Network"):
+            call(f"{domain}.enable", session=session)
+        call("Page.navigate", {"url": url}, session)
+        wait_for(lambda m: m.get("method") == "Page.loadEventFired")
+        shot = call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
+        call("Runtime.evaluate", {"expression": "document.readyState"}, session)  # drain late events
+        send("Browser.close")
+    finally:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        os.close(cmd_w)
+        os.close(res_r)
+        shutil.rmtree(profile, ignore_errors=True)
+    return events, base64.b64decode(shot["data"])
+
+
+def problems(events: list[dict]) -> list[str]:
+    """Console errors/warnings, uncaught exceptions, failed loads, and any request off the file."""
+    found = []
+    for e in events:
+        p = e["params"]
+        if e["method"] == "Runtime.consoleAPICalled" and p["type"] in ("error", "warning", "assert"):
+            found.append(f"console.{p['type']}: {[a.get('value') for a in p['args']]}")
+        elif e["method"] == "Runtime.exceptionThrown":
+            found.append(f"exception: {p['exceptionDetails'].get('text')}")
+        elif e["method"] == "Log.entryAdded" and p["entry"]["level"] in ("error", "warning"):
+            found.append(f"log: {p['entry']['text']}")
+        elif e["method"] == "Network.requestWillBeSent" and not p["request"]["url"].startswith(("file:", "data:")):
+            found.append(f"request: {p['request']['url']}")
+    return found
+
+
+def _image_colors(png: bytes) -> int:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    return len(image.getcolors(maxcolors=1 << 20) or [])
+
+
+def test_browser_check_sees_errors(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text('<html><body><img src="missing.png"><script>console.error("boom"); nope();</script>'
+                    '<img src="https://example.invalid/x.png"></body></html>')
+    found = problems(browse(page.as_uri())[0])
+    assert "console.error: ['boom']" in found
+    assert "exception: Uncaught" in found
+    assert "log: Failed to load resource: net::ERR_FILE_NOT_FOUND" in found
+    assert "request: https://example.invalid/x.png" in found
+
+
+def test_card_renders_in_headless_chromium(card_html, tmp_path):
+    events, png = browse(card_html.resolve().as_uri())
+    assert problems(events) == []
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "card.png").write_bytes(png)
+    from PIL import Image
+
+    width, height = Image.open(io.BytesIO(png)).size
+    assert width >= 1000 and height > 3000  # the whole card, not one screen
+    assert _image_colors(png) > 50  # text and plots, not a blank page
