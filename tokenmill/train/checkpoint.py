@@ -129,6 +129,10 @@ def load(path: Path, model, optimizer) -> dict:
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:
     """Load only the model weights into a plain (unsharded) model, in one process."""
+    import warnings
+
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(path))
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(state, checkpoint_id=str(path))
     model.load_state_dict(state["model"])

@@ -1,17 +1,67 @@
 """The trainer's frozen, typed config (one YAML file, see configs/train_*.yaml).
 
+No torch import here: the launcher checks configs before starting any rank.
+
 ``model.vocab_size`` and ``model.seq_len`` may be left out (null): they are
 then read from the shards' ``dataset.json``. When given, they must match it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from tokenmill.config import from_dict, load_yaml, require
-from tokenmill.train.model import ModelConfig
+from tokenmill.config import from_dict, load_yaml, require, to_dict
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. ``vocab_size`` and ``seq_len`` must match the shards."""
+
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    vocab_size: int = 512
+    seq_len: int = 64
+    mlp_ratio: float = 4.0
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    position: Literal["alibi", "rope"] = "alibi"
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        require(self.d_model > 0, "d_model", f"must be > 0, got {self.d_model}")
+        require(self.n_layers > 0, "n_layers", f"must be > 0, got {self.n_layers}")
+        require(self.n_heads > 0, "n_heads", f"must be > 0, got {self.n_heads}")
+        require(
+            self.d_model % self.n_heads == 0,
+            "n_heads",
+            f"must divide d_model ({self.d_model}), got {self.n_heads}",
+        )
+        require(self.vocab_size > 1, "vocab_size", f"must be > 1, got {self.vocab_size}")
+        require(self.seq_len > 0, "seq_len", f"must be > 0, got {self.seq_len}")
+        require(self.mlp_ratio > 0, "mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+        if self.position == "rope":
+            require((self.d_model // self.n_heads) % 2 == 0, "position", "rope needs an even head dim")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def d_hidden(self) -> int:
+        # SwiGLU has three matrices instead of two: scale its width by 2/3 so
+        # the parameter count matches a GELU MLP of the same ratio; round up
+        # to a multiple of 64 for efficient matmuls.
+        width = self.mlp_ratio * self.d_model
+        if self.mlp == "swiglu":
+            width = 2 * width / 3
+        return int(math.ceil(width / 64) * 64)
 
 
 @dataclass(frozen=True)
@@ -43,6 +93,10 @@ class DataConfig:
     # the data: a checkpoint from 2 ranks resumes on 1 with the same order.
     num_canonical_nodes: int = 1
     predownload: Optional[int] = None
+    # Free shared memory left by killed runs before starting. It frees every
+    # streaming segment on the machine: turn off when other streaming jobs
+    # share the machine (as tests do).
+    clean_stale_shm: bool = True
 
     def __post_init__(self):
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
@@ -143,8 +197,6 @@ def load_config(path: str | Path) -> TrainConfig:
 
 def model_config(spec: ModelSpec, vocab_size: int, seq_len: int) -> ModelConfig:
     """The concrete architecture once the shards' vocab and seq_len are known."""
-    from tokenmill.config import to_dict
-
     values = to_dict(spec)
     values["vocab_size"] = vocab_size
     values["seq_len"] = seq_len

@@ -16,12 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import torch
-
 from tokenmill.errors import UserError
-from tokenmill.train.config import DataConfig, ModelSpec, model_config
-from tokenmill.train.model import ModelConfig
+from tokenmill.train.config import DataConfig, ModelConfig, ModelSpec, model_config
 
 FORMAT = "tokenmill-mds-v1"
 
@@ -139,8 +135,11 @@ def set_local_topology() -> None:
     os.environ["LOCAL_WORLD_SIZE"] = str(len(same_host))
 
 
-def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-    """List of MDS samples -> tokens (B, T) int64 and seq_id (B,) int64."""
+def collate(samples: list[dict]) -> dict:
+    """List of MDS samples -> tokens (B, T) int64 and seq_id (B,) int64 tensors."""
+    import numpy as np
+    import torch
+
     tokens = np.stack([s["tokens"] for s in samples]).astype(np.int64)
     ids = np.array([s["seq_id"] for s in samples], dtype=np.int64)
     return {"tokens": torch.from_numpy(tokens), "seq_id": torch.from_numpy(ids)}

@@ -73,11 +73,11 @@ class Trainer:
         data.set_local_topology()
         self.run_dir = cfg.run_path
         self.cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run_dir / "cache"
-        if self.d.local_rank == 0:
+        if cfg.data.clean_stale_shm:
             from streaming.base.util import clean_stale_shared_memory
 
+            # Collective: every rank calls it; local rank 0 cleans, all wait.
             clean_stale_shared_memory()
-        dist.barrier()
         self.info = data.read_manifest(cfg.data.shards, self.cache_dir)
         self.model_cfg = data.resolve_model(cfg.model, self.info)
         self.accum = cfg.grad_accum(self.d.world_size)

@@ -93,6 +93,8 @@ def _start_mlflow(run_dir: Path, params: dict, log: RunLog):
     try:
         if "MLFLOW_TRACKING_URI" not in os.environ:
             # Offline default: a file store inside the run dir.
+            # mlflow 3 wants an explicit opt-in for the file store.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri(f"file:{(run_dir / 'mlruns').resolve()}")
         id_file = run_dir / "mlflow_run_id"
         run_id = id_file.read_text().strip() if id_file.exists() else None
@@ -107,9 +109,16 @@ def _start_mlflow(run_dir: Path, params: dict, log: RunLog):
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file; a torn last line (killed mid-write) is dropped."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def plot_losses(run_dir: Path) -> Optional[Path]:

@@ -1,0 +1,121 @@
+"""Trainer config: presets load, bad values and shard mismatches fail clearly
+before any rank starts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tokenmill.cli import main
+from tokenmill.config import from_dict
+from tokenmill.errors import ConfigError, UserError
+from tokenmill.train import data
+from tokenmill.train.checkpoint import complete_checkpoints, latest_checkpoint, prune
+from tokenmill.train.config import ModelSpec, TrainConfig, load_config
+from tokenmill.train.loop import lr_factor
+
+PRESETS = sorted(Path("configs").glob("train_*.yaml"))
+
+
+def manifest_dir(tmp_path: Path, **fields) -> Path:
+    manifest = {
+        "format": "tokenmill-mds-v1", "column": "tokens", "dtype": "uint16", "seq_len": 64,
+        "vocab_size": 512, "eos_id": 0, "bos_id": None, "tokenizer_sha256": "x",
+        "splits": {"train": {"sequences": 8, "tokens": 512, "shards": 1}, "val": {"sequences": 8, "tokens": 512, "shards": 1}},
+    }
+    manifest.update(fields)
+    (tmp_path / "dataset.json").write_text(json.dumps(manifest))
+    return tmp_path
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_presets_load(path):
+    cfg = load_config(path)
+    assert cfg.model.vocab_size is None and cfg.model.seq_len is None  # from the shards
+    assert cfg.global_batch_size % cfg.micro_batch_size == 0
+
+
+def test_unknown_and_bad_fields_name_the_field():
+    with pytest.raises(ConfigError, match=r"^optim\.lrr: unknown field"):
+        from_dict(TrainConfig, {"optim": {"lrr": 1}})
+    with pytest.raises(ConfigError, match=r"^model\.norm: must be one of"):
+        from_dict(TrainConfig, {"model": {"norm": "batchnorm"}})
+    with pytest.raises(ConfigError, match=r"^max_steps: must be >= 1"):
+        from_dict(TrainConfig, {"max_steps": 0})
+
+
+def test_global_batch_must_split_over_ranks():
+    cfg = TrainConfig(global_batch_size=12, micro_batch_size=4)
+    assert cfg.grad_accum(1) == 3
+    with pytest.raises(ConfigError, match="global_batch_size: must be a multiple of micro_batch_size x ranks = 4 x 2"):
+        cfg.grad_accum(2)
+
+
+def test_model_takes_vocab_and_seq_len_from_the_shards(tmp_path):
+    info = data.read_manifest(str(manifest_dir(tmp_path)), tmp_path / "cache")
+    model = data.resolve_model(ModelSpec(d_model=32, n_heads=4), info)
+    assert (model.vocab_size, model.seq_len) == (512, 64)
+
+
+@pytest.mark.parametrize("field, value", [("vocab_size", 50304), ("seq_len", 2048)])
+def test_model_mismatch_with_shards_is_a_clear_error(tmp_path, field, value):
+    info = data.read_manifest(str(manifest_dir(tmp_path)), tmp_path / "cache")
+    with pytest.raises(UserError, match=rf"model\.{field} is {value} but the shards at .* have {field}"):
+        data.resolve_model(ModelSpec(**{field: value}), info)
+
+
+def test_wrong_manifest_format_is_rejected(tmp_path):
+    with pytest.raises(UserError, match="format must be 'tokenmill-mds-v1'"):
+        data.read_manifest(str(manifest_dir(tmp_path, format="other")), tmp_path / "cache")
+    with pytest.raises(UserError, match="no dataset.json"):
+        data.read_manifest(str(tmp_path / "missing"), tmp_path / "cache")
+
+
+def test_cli_reports_mismatch_in_one_line_before_starting_ranks(tmp_path, capsys):
+    (tmp_path / "shards").mkdir()
+    shards = manifest_dir(tmp_path / "shards")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": {"seq_len": 128}, "run_dir": str(tmp_path / "run")}))
+    code = main(["train", "--config", str(config), "--shards", str(shards), "--nproc", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "model.seq_len is 128 but the shards" in err
+    assert not (tmp_path / "run" / "config.yaml").exists()  # no rank was started
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    f = [lr_factor(s, warmup=10, max_steps=110, min_ratio=0.1) for s in range(111)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+
+
+def _fake_checkpoint(root: Path, name: str, metadata=True, state=True) -> Path:
+    path = root / name
+    path.mkdir(parents=True)
+    if metadata:
+        (path / ".metadata").write_bytes(b"x")
+    if state:
+        (path / "trainer_state.pt").write_bytes(b"x")
+    return path
+
+
+def test_half_written_checkpoints_are_never_picked(tmp_path):
+    good = _fake_checkpoint(tmp_path, "step_00000010")
+    _fake_checkpoint(tmp_path, "step_00000020.tmp")  # being written when the job died
+    _fake_checkpoint(tmp_path, "step_00000030", metadata=False)  # DCP never finished
+    _fake_checkpoint(tmp_path, "step_00000040", state=False)  # trainer state missing
+    assert latest_checkpoint(tmp_path) == good
+    assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_prune_keeps_the_last_k(tmp_path):
+    for step in (5, 10, 15, 20):
+        _fake_checkpoint(tmp_path, f"step_{step:08d}")
+    _fake_checkpoint(tmp_path, "step_00000025.tmp")
+    prune(tmp_path, keep_last=2)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000015", "step_00000020"]
+    assert not (tmp_path / "step_00000025.tmp").exists()

@@ -1,0 +1,58 @@
+"""FSDP2 on 2 gloo ranks computes the same gradients as one plain process."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tokenmill.train.config import ModelConfig
+from tokenmill.train.fsdp import build_model, free_port
+from tokenmill.train.model import GPT, lm_loss
+
+CFG = ModelConfig(d_model=32, n_layers=2, n_heads=4, vocab_size=97, seq_len=16, mlp="swiglu", position="rope")
+SEED = 3
+
+
+def batch() -> torch.Tensor:
+    return torch.randint(0, CFG.vocab_size, (8, CFG.seq_len), generator=torch.Generator().manual_seed(11))
+
+
+def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Gradients with 1 and with 2 micro-batches per rank; rank 0 saves them."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    results = {}
+    for accum in (1, 2):
+        model = build_model(CFG, torch.device("cpu"), SEED)
+        # This rank's rows of the global batch, split into `accum` micro-batches.
+        mine = batch().chunk(world)[rank].chunk(accum)
+        for i, micro in enumerate(mine):
+            # Reduce-scatter only after the last micro-batch (no_sync for the others).
+            model.set_requires_gradient_sync(i == accum - 1)
+            (lm_loss(model(micro), micro) / accum).backward()
+        results[accum] = {name: p.grad.full_tensor() for name, p in model.named_parameters()}
+    if rank == 0:
+        torch.save(results, out)
+    dist.destroy_process_group()
+
+
+def reference_grads() -> dict[str, torch.Tensor]:
+    model = GPT(CFG)
+    model.init_weights(SEED)
+    tokens = batch()
+    lm_loss(model(tokens), tokens).backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def test_fsdp_grads_on_two_ranks_equal_single_process(tmp_path):
+    out = str(tmp_path / "grads.pt")
+    mp.spawn(fsdp_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    results, want = torch.load(out), reference_grads()
+    for accum, got in results.items():
+        assert got.keys() == want.keys()
+        for name in want:
+            assert want[name].abs().max() > 0, name
+            torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, msg=f"accum={accum} {name}")
