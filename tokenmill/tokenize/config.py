@@ -3,8 +3,45 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from tokenmill.config import require
 
 
 @dataclass(frozen=True)
 class TokenizeConfig:
+    # A tokenizer.json (local or /Volumes path). None: train a byte-level BPE on the table.
+    tokenizer: str | None = None
+    # Training a tokenizer: target vocabulary, special tokens, sample size and seed.
+    vocab_size: int = 8192
+    special_tokens: tuple[str, ...] = ("<|endoftext|>",)
+    min_frequency: int = 2
+    train_docs: int = 20000
+    train_seed: int = 0
+    # Appended to every document; must be a special token of the tokenizer.
+    eos_token: str = "<|endoftext|>"
+    # Prepended to every document when set.
+    bos_token: str | None = None
+    # Every packed sequence holds exactly seq_len tokens (no padding).
     seq_len: int = 2048
+    # Documents are hashed into this many packing groups (fixed, so the packed
+    # sequences do not depend on how Spark partitions the input). Each group's
+    # leftover tail (< seq_len tokens) is dropped and counted.
+    pack_groups: int = 8
+    tail: Literal["drop"] = "drop"
+    # Input table: "auto" reads deduped when it exists, else clean.
+    input_table: Literal["auto", "deduped", "clean", "documents"] = "auto"
+
+    def __post_init__(self):
+        require(self.seq_len >= 2, "seq_len", f"must be at least 2, got {self.seq_len}")
+        require(self.pack_groups >= 1, "pack_groups", f"must be at least 1, got {self.pack_groups}")
+        require(self.vocab_size >= 260, "vocab_size",
+                f"must be at least 260 (256 bytes + special tokens), got {self.vocab_size}")
+        require(self.train_docs >= 1, "train_docs", f"must be at least 1, got {self.train_docs}")
+        require(self.min_frequency >= 1, "min_frequency", f"must be at least 1, got {self.min_frequency}")
+        specials = set(self.special_tokens)
+        if self.tokenizer is None:
+            require(self.eos_token in specials, "eos_token",
+                    f"{self.eos_token!r} must be one of special_tokens {list(self.special_tokens)}")
+            require(self.bos_token is None or self.bos_token in specials, "bos_token",
+                    f"{self.bos_token!r} must be one of special_tokens {list(self.special_tokens)}")

@@ -1,0 +1,205 @@
+"""The shards stage: tables/sequences -> globally shuffled MDS shards.
+
+Writes ``S = OUT/shards`` (or ``shards.output``):
+
+    S/dataset.json        format, column, dtype, seq_len, vocab_size, eos/bos ids,
+                          tokenizer hash, and per split: sequences, tokens, shards
+    S/tokenizer.json      the tokenizer that made the tokens
+    S/train/index.json    merged index; shards under S/train/<part>/
+    S/val/index.json
+
+Everything is written into a staging folder next to S, which then replaces
+S, so a rerun (or a run killed midway and restarted) never leaves a mix of
+old and new shards. Remote outputs are uploaded by streaming's writer as
+they are written, and dataset.json goes up last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from tokenmill import pipeline, tables
+from tokenmill.errors import UserError
+from tokenmill.manifest import StageRecord
+from tokenmill.progress import SparkProgress, human_bytes, log
+from tokenmill.shards import mds
+from tokenmill.shards.shuffle import SPLITS, auto_parts, max_share_deviation, shuffle, val_count
+from tokenmill.tokenize.tokenizer import file_sha256
+
+FORMAT = "tokenmill-mds-v1"
+INPUT = "sequences"
+
+
+def is_remote(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def locations(ctx) -> tuple[Path, str | None]:
+    """(local shards folder, remote URI or None)."""
+    target = ctx.cfg.shards.output
+    default = Path(ctx.out.removeprefix("file://")) / "shards"
+    if target is None:
+        return default, None
+    if is_remote(target):
+        return default, target.rstrip("/")
+    return Path(target.removeprefix("file://")), None
+
+
+def tokenize_facts(ctx) -> dict:
+    rec = ctx.manifest.stages.get("tokenize")
+    if rec is None:
+        raise UserError("no tokenize record in the manifest: run `tokenmill tokenize` first")
+    path = Path(ctx.out.removeprefix("file://")) / "tokenizer.json"
+    if not path.is_file() or file_sha256(path) != rec.extra["tokenizer_sha256"]:
+        raise UserError(f"{path} is missing or is not the tokenizer the sequences were made with; "
+                        "rerun `tokenmill tokenize --force`")
+    return {**rec.extra, "tokenizer_path": str(path), "lineage": dict(rec.inputs)}
+
+
+def _clear_stale(final: Path) -> None:
+    """Remove staging/old folders left by a killed run."""
+    for p in final.parent.glob(f".{final.name}.staging-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in final.parent.glob(f".{final.name}.old-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _swap(staging: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.rename(final, old)
+    os.rename(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run(ctx) -> StageRecord:
+    cfg = ctx.cfg.shards
+    tok = tokenize_facts(ctx)
+    seq_len, dtype = tok["seq_len"], tok["dtype"]
+    final, remote = locations(ctx)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(final)
+    staging = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")
+
+    seqs = ctx.read(INPUT)
+    n = tables.row_count(ctx.spark, ctx.location(INPUT))
+    if n == 0:
+        raise UserError("tables/sequences is empty: the input has fewer than seq_len tokens per packing group; "
+                        "lower tokenize.seq_len or tokenize.pack_groups")
+    bytes_per_seq = seq_len * np.dtype(dtype).itemsize
+    train_parts = cfg.partitions or auto_parts(n, bytes_per_seq, ctx.spark.sparkContext.defaultParallelism)
+    n_val = val_count(n, cfg.val_fraction)
+    val_parts = max(1, min(train_parts, math.ceil(n_val * bytes_per_seq / (128 << 20))))
+
+    compression = None if cfg.compression == "none" else cfg.compression
+    writer = mds.make_writer(str(staging), remote, dtype, seq_len, compression, cfg.size_limit)
+    ordered = shuffle(seqs, cfg.seed, cfg.val_fraction, train_parts, val_parts, n)
+    with SparkProgress(ctx.spark, "shards", total_bytes=n * bytes_per_seq):
+        written = (ordered.select("split", "part", "seq_id", "tokens", "source")
+                   .mapInArrow(writer, mds.WRITTEN_SCHEMA).collect())
+
+    per_split = {s: {"sequences": 0, "tokens": 0, "shards": 0, "bytes": 0} for s in SPLITS}
+    parts = defaultdict(list)
+    order_codes = defaultdict(list)
+    written = sorted(written, key=lambda r: (r.split, r.part))
+    sources = sorted({s for row in written for s in row.sources if s is not None})
+    codes = {s: i for i, s in enumerate(sources)}
+    for row in written:
+        stats = per_split[row.split]
+        stats["sequences"] += row.sequences
+        stats["tokens"] += row.sequences * seq_len
+        stats["shards"] += row.shards
+        stats["bytes"] += row.bytes
+        parts[row.split].append(row.part)
+        # Part-local codes -> global codes (a null source gets -1).
+        local = np.array([codes.get(s, -1) for s in row.sources], dtype="<i4")
+        order_codes[row.split].append(local[np.frombuffer(row.codes, dtype="<i4")])
+    for split in SPLITS:
+        mds.merge_split(str(staging), remote, split, parts[split])
+
+    quality = {}
+    for split in SPLITS:
+        order = np.concatenate(order_codes[split]) if order_codes[split] else np.empty(0, "<i4")
+        dev, worst = max_share_deviation(order, len(sources), cfg.quality_window)
+        unshuffled, _ = max_share_deviation(np.sort(order), len(sources), cfg.quality_window)
+        quality[split] = {
+            "window": min(cfg.quality_window, len(order)),
+            "max_share_deviation": round(dev, 6),
+            "worst_source": sources[worst] if worst is not None else None,
+            "source_sorted_deviation": round(unshuffled, 6),
+        }
+
+    dataset = {
+        "format": FORMAT,
+        "column": "tokens",
+        "dtype": dtype,
+        "seq_len": seq_len,
+        "vocab_size": tok["vocab_size"],
+        "eos_id": tok["eos_id"],
+        "bos_id": tok["bos_id"],
+        "tokenizer_sha256": tok["tokenizer_sha256"],
+        "splits": {s: {k: per_split[s][k] for k in ("sequences", "tokens", "shards")} for s in SPLITS},
+    }
+    shutil.copyfile(tok["tokenizer_path"], staging / "tokenizer.json")
+    (staging / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+    if remote is not None:
+        mds.upload(str(staging), remote, "tokenizer.json")
+        mds.upload(str(staging), remote, "dataset.json")  # last: readers look for it
+    _swap(staging, final)
+
+    rows_out = sum(per_split[s]["sequences"] for s in SPLITS)
+    log(f"[shards] {rows_out:,} sequences, {human_bytes(sum(per_split[s]['bytes'] for s in SPLITS))} "
+        f"in {final}" + (f" and {remote}" if remote else ""))
+    return StageRecord(
+        stage="shards",
+        rows_in=n,
+        rows_out=rows_out,
+        inputs={INPUT: ctx.signature(INPUT)},
+        outputs={str(final): ctx.signature(str(final))},
+        extra={
+            **dataset,
+            "rows_unit": "sequences",
+            "location": str(final),
+            "remote": remote,
+            "bytes": {s: per_split[s]["bytes"] for s in SPLITS},
+            "partitions": {"train": train_parts, "val": val_parts},
+            "compression": cfg.compression,
+            "seed": cfg.seed,
+            "shuffle_quality": quality,
+            "tokens_produced": tok["tokens"],
+            "tokens_dropped": tok["tokens_dropped"],
+            "lineage": {INPUT: ctx.signature(INPUT), **tok["lineage"]},
+        },
+    )
+
+
+def summary_lines(rec: StageRecord) -> list[str]:
+    x = rec.extra
+    lines = [f"shards     {x['location']}" + (f" -> {x['remote']}" if x.get("remote") else ""),
+             f"format     {x['format']}, tokens {x['dtype']} x {x['seq_len']}, vocab {x['vocab_size']:,}"]
+    for split in SPLITS:
+        s = x["splits"][split]
+        lines.append(f"{split:<6}     {s['sequences']:>10,} sequences  {s['tokens']:>13,} tokens  "
+                     f"{s['shards']:>4} shards  {human_bytes(x['bytes'][split])}")
+    lines.append(f"dropped    {x['tokens_dropped']:>10,} tokens of {x['tokens_produced']:,} (packing tails)")
+    q = x["shuffle_quality"]["train"]
+    lines.append(f"shuffle    max source-share deviation {q['max_share_deviation']:.4f} over windows of "
+                 f"{q['window']:,} (unshuffled: {q['source_sorted_deviation']:.4f})")
+    return lines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pipeline.add_stage_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    return pipeline.run_command(args, ["shards"])

@@ -1,0 +1,72 @@
+"""Pre-tokenize documents in Spark: Arrow batches in, token id lists out.
+
+The tokenizer is built once per Python worker (cached by its hash) and
+encodes whole Arrow batches with ``encode_batch``. Special-token strings that
+occur in document text are encoded as plain text, so the only EOS ids in the
+output are the ones appended here (packing and readers split at EOS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+
+ENCODED_SCHEMA = "id string, source string, tokens array<int>"
+
+_CACHE: dict[str, object] = {}
+
+
+def worker_tokenizer(tokenizer_json: str):
+    """The tokenizer for this Python worker, parsed once per distinct JSON."""
+    key = hashlib.sha256(tokenizer_json.encode()).hexdigest()
+    tok = _CACHE.get(key)
+    if tok is None:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_str(tokenizer_json)
+        tok.encode_special_tokens = True
+        tok.no_padding()
+        tok.no_truncation()
+        _CACHE[key] = tok
+    return tok
+
+
+def encode_texts(tok, texts: list[str], eos_id: int, bos_id: int | None) -> pa.ListArray:
+    """Token ids per text, [BOS] + ids + [EOS], as one Arrow list<int32> column."""
+    encodings = tok.encode_batch(texts, add_special_tokens=False)
+    extra = 1 + (bos_id is not None)
+    lengths = np.fromiter((len(e.ids) + extra for e in encodings), dtype=np.int64, count=len(encodings))
+    offsets = np.zeros(len(encodings) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.empty(int(offsets[-1]), dtype=np.int32)
+    for i, e in enumerate(encodings):
+        start, end = offsets[i], offsets[i + 1]
+        if bos_id is not None:
+            values[start] = bos_id
+            start += 1
+        values[start:end - 1] = e.ids
+        values[end - 1] = eos_id
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def make_encoder(tokenizer_json: str, eos_id: int, bos_id: int | None):
+    """A mapInArrow function: (id, source, text) -> (id, source, tokens)."""
+
+    def encode(batches):
+        tok = worker_tokenizer(tokenizer_json)
+        for batch in batches:
+            texts = batch.column("text").to_pylist()
+            texts = ["" if t is None else t for t in texts]
+            tokens = encode_texts(tok, texts, eos_id, bos_id)
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("id"), batch.column("source"), tokens], names=["id", "source", "tokens"]
+            )
+
+    return encode
+
+
+def encode_documents(df, tokenizer_json: str, eos_id: int, bos_id: int | None):
+    """DataFrame (id, source, text, ...) -> (id, source, tokens array<int>)."""
+    return df.select("id", "source", "text").mapInArrow(make_encoder(tokenizer_json, eos_id, bos_id), ENCODED_SCHEMA)

@@ -1,0 +1,109 @@
+"""The tokenize stage: deduped (or clean) documents -> tables/sequences.
+
+Gets the tokenizer (copied or trained into OUT/tokenizer.json), encodes the
+documents in Spark through Arrow, packs them into ``seq_len`` windows and
+writes ``tables/sequences`` (seq_id, tokens, source).
+
+The record's rows are documents: rows_out counts documents whose every token
+is in a sequence; documents cut or fully inside a group's dropped tail are
+dropped with a reason. Token totals go in ``extra``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pyspark import StorageLevel
+
+from tokenmill import pipeline, tables
+from tokenmill.errors import UserError
+from tokenmill.manifest import StageRecord
+from tokenmill.progress import SparkProgress, log
+from tokenmill.tokenize import tokenizer as toks
+from tokenmill.tokenize.encode import encode_documents
+from tokenmill.tokenize.pack import pack_sequences, split_packed, total_stats
+
+OUTPUT = "sequences"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def input_table(ctx) -> str:
+    choice = ctx.cfg.tokenize.input_table
+    if choice != "auto":
+        if not ctx.exists(choice):
+            raise UserError(f"tokenize.input_table: table {ctx.location(choice)} does not exist; run its stage first")
+        return choice
+    for name in ("deduped", "clean"):
+        if ctx.exists(name):
+            return name
+    raise UserError(f"no input for tokenize: neither {ctx.location('deduped')} nor {ctx.location('clean')} "
+                    "exists; run `tokenmill etl` (and `tokenmill dedup`) first")
+
+
+def tokenizer_path(ctx) -> Path:
+    return Path(ctx.out) / TOKENIZER_FILE
+
+
+def run(ctx) -> StageRecord:
+    cfg = ctx.cfg.tokenize
+    name = input_table(ctx)
+    docs = ctx.read(name)
+    info = toks.prepare(docs, cfg, tokenizer_path(ctx), tables.row_count(ctx.spark, ctx.location(name)))
+    log(f"[tokenize] tokenizer {info.sha256[:12]} vocab {info.vocab_size} ({info.dtype}), eos {info.eos_id}")
+    encoded = encode_documents(docs, Path(info.path).read_text(encoding="utf-8"), info.eos_id, info.bos_id)
+    # The packer's output is used twice (sequences, then stats): keep it on disk.
+    packed = pack_sequences(encoded, cfg.seq_len, cfg.pack_groups).persist(StorageLevel.DISK_ONLY)
+    sequences, stats = split_packed(packed)
+    try:
+        with SparkProgress(ctx.spark, "tokenize"):
+            ctx.write(sequences, OUTPUT)
+            totals = total_stats([r.stat for r in stats.collect()], cfg.seq_len)
+    finally:
+        packed.unpersist()
+    inputs = {name: ctx.signature(name)}
+    if cfg.tokenizer:
+        # A file: ctx.signature only takes tables and folders.
+        inputs[cfg.tokenizer] = pipeline.files_signature(cfg.tokenizer)
+    return StageRecord(
+        stage="tokenize",
+        rows_in=totals["docs"],
+        rows_out=totals["docs_complete"],
+        dropped={"partial_in_dropped_tail": totals["docs_partial"], "in_dropped_tail": totals["docs_tail"]},
+        inputs=inputs,
+        outputs={OUTPUT: ctx.signature(OUTPUT)},
+        extra={
+            "rows_unit": "documents",
+            "input_table": name,
+            "tokenizer_sha256": info.sha256,
+            "tokenizer_source": cfg.tokenizer or "trained",
+            "vocab_size": info.vocab_size,
+            "dtype": info.dtype,
+            "eos_id": info.eos_id,
+            "bos_id": info.bos_id,
+            "seq_len": cfg.seq_len,
+            "pack_groups": cfg.pack_groups,
+            "sequences": totals["sequences"],
+            "tokens": totals["tokens"],
+            "tokens_in_sequences": totals["tokens_in_sequences"],
+            "tokens_dropped": totals["tokens_dropped"],
+        },
+    )
+
+
+def summary_lines(rec: StageRecord) -> list[str]:
+    x = rec.extra
+    return [
+        f"tokenizer  {x['tokenizer_sha256'][:12]} ({x['tokenizer_source']}), vocab {x['vocab_size']:,} {x['dtype']}",
+        f"tokens     {x['tokens']:>12,} produced",
+        f"           {x['tokens_in_sequences']:>12,} in {x['sequences']:,} sequences of {x['seq_len']}",
+        f"           {x['tokens_dropped']:>12,} dropped (group tails)",
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pipeline.add_stage_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    return pipeline.run_command(args, ["tokenize"])

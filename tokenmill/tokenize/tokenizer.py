@@ -1,0 +1,122 @@
+"""Get the tokenizer: read a tokenizer.json, or train a byte-level BPE.
+
+Training uses a seeded sample of the input table chosen by a hash of each
+document id, so the sample (and hence the vocabulary) does not depend on
+how Spark partitions or orders the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from tokenmill.errors import UserError
+from tokenmill.tokenize.config import TokenizeConfig
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    path: str  # the tokenizer.json used (copied into the output)
+    sha256: str
+    vocab_size: int
+    eos_id: int
+    bos_id: int | None
+
+    @property
+    def dtype(self) -> str:
+        return token_dtype(self.vocab_size)
+
+
+def token_dtype(vocab_size: int) -> str:
+    """The smallest unsigned dtype that holds every token id."""
+    return "uint16" if vocab_size <= 1 << 16 else "uint32"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load(path: str | Path) -> Tokenizer:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"tokenizer file not found: {path} (set tokenize.tokenizer to a tokenizer.json, "
+                        "or leave it empty to train one)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+        raise UserError(f"cannot read tokenizer {path}: {exc}") from None
+
+
+def special_id(tok: Tokenizer, token: str | None, field: str) -> int | None:
+    if token is None:
+        return None
+    tid = tok.token_to_id(token)
+    if tid is None:
+        raise UserError(f"tokenize.{field}: {token!r} is not in the tokenizer's vocabulary; "
+                        "set it to one of its special tokens")
+    return tid
+
+
+def train_bpe(texts: list[str], cfg: TokenizeConfig) -> Tokenizer:
+    """A byte-level BPE (GPT-2 style, no normaliser: decode(encode(t)) == t)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        min_frequency=cfg.min_frequency,
+        special_tokens=list(cfg.special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def sample_texts(df, n_docs: int, seed: int, total: int) -> list[str]:
+    """Up to ~n_docs of the table's ``total`` texts, picked by a seeded hash of the id, in id order."""
+    from pyspark.sql import functions as F
+
+    if total == 0:
+        raise UserError("cannot train a tokenizer on an empty table; give tokenize.tokenizer a tokenizer.json")
+    fraction = min(1.0, n_docs / total)
+    bucket = F.pmod(F.xxhash64(F.lit(seed), F.col("id")), F.lit(1_000_000))
+    picked = df.where(bucket < int(fraction * 1_000_000) if fraction < 1 else F.lit(True))
+    rows = picked.select("id", "text").orderBy("id").limit(n_docs).collect()
+    return [r.text for r in rows]
+
+
+def prepare(df, cfg: TokenizeConfig, out_path: str | Path, total: int) -> TokenizerInfo:
+    """Write the tokenizer to ``out_path`` (copy or freshly trained) and describe it."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    if cfg.tokenizer:
+        load(cfg.tokenizer)  # fail early on a bad file
+        shutil.copyfile(cfg.tokenizer, tmp)
+    else:
+        tok = train_bpe(sample_texts(df, cfg.train_docs, cfg.train_seed, total), cfg)
+        tok.save(str(tmp))
+    os.replace(tmp, out_path)
+    return describe(out_path, cfg)
+
+
+def describe(path: str | Path, cfg: TokenizeConfig) -> TokenizerInfo:
+    tok = load(path)
+    return TokenizerInfo(
+        path=str(path),
+        sha256=file_sha256(path),
+        # Ids may be sparse: the dtype and the model's embedding need max id + 1.
+        vocab_size=max(tok.get_vocab(with_added_tokens=True).values()) + 1,
+        eos_id=special_id(tok, cfg.eos_token, "eos_token"),
+        bos_id=special_id(tok, cfg.bos_token, "bos_token"),
+    )
