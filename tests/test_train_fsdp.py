@@ -1,4 +1,5 @@
-"""FSDP2 on 2 gloo ranks computes the same gradients as one plain process."""
+"""FSDP2 on 2 gloo ranks computes the same gradients as one plain process,
+with gradient accumulation and with activation checkpointing."""
 
 from __future__ import annotations
 
@@ -25,18 +26,24 @@ def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     results = {}
-    for accum in (1, 2):
-        model = build_model(CFG, torch.device("cpu"), SEED)
+    # (micro-batches per rank, activation checkpointing)
+    for accum, ac in ((1, False), (2, False), (2, True)):
+        model = build_model(CFG, torch.device("cpu"), SEED, activation_checkpointing=ac)
         # This rank's rows of the global batch, split into `accum` micro-batches.
         mine = batch().chunk(world)[rank].chunk(accum)
         for i, micro in enumerate(mine):
             # Reduce-scatter only after the last micro-batch (no_sync for the others).
             model.set_requires_gradient_sync(i == accum - 1)
             (lm_loss(model(micro), micro) / accum).backward()
-        results[accum] = {name: p.grad.full_tensor() for name, p in model.named_parameters()}
+        results[(accum, ac)] = {_clean(name): p.grad.full_tensor() for name, p in model.named_parameters()}
     if rank == 0:
         torch.save(results, out)
     dist.destroy_process_group()
+
+
+def _clean(name: str) -> str:
+    """Parameter name without the activation-checkpoint wrapper's prefix."""
+    return name.replace("_checkpoint_wrapped_module.", "")
 
 
 def reference_grads() -> dict[str, torch.Tensor]:
@@ -51,8 +58,9 @@ def test_fsdp_grads_on_two_ranks_equal_single_process(tmp_path):
     out = str(tmp_path / "grads.pt")
     mp.spawn(fsdp_worker, args=(2, free_port(), out), nprocs=2, join=True)
     results, want = torch.load(out), reference_grads()
-    for accum, got in results.items():
+    assert len(results) == 3
+    for (accum, ac), got in results.items():
         assert got.keys() == want.keys()
         for name in want:
             assert want[name].abs().max() > 0, name
-            torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, msg=f"accum={accum} {name}")
+            torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, msg=f"accum={accum} ac={ac} {name}")

@@ -1,0 +1,56 @@
+"""What a run reports: progress lines, JSONL events and metrics, MLflow, loss plot."""
+
+from __future__ import annotations
+
+import pytest
+import torch.distributed as dist
+
+from tokenmill.train import loop
+from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, TrainConfig
+from tokenmill.train.fixture import write_fixture
+from tokenmill.train.fsdp import free_port
+from tokenmill.train.runlog import read_jsonl
+
+
+@pytest.fixture
+def one_rank(monkeypatch):
+    for name, value in {
+        "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_run_reports_progress_events_metrics_and_mlflow(tmp_path, one_rank, monkeypatch, capsys):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    shards = write_fixture(tmp_path / "shards", n_train=64, n_val=16, seq_len=16)
+    run_dir = tmp_path / "run"
+    cfg = TrainConfig(
+        model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
+        data=DataConfig(shards=str(shards), clean_stale_shm=False),
+        checkpoint=CheckpointConfig(every_steps=3),
+        run_dir=str(run_dir), max_steps=6, global_batch_size=4, micro_batch_size=2,
+        log_every=2, eval_every=3, mlflow=True,
+    )
+    loop.train(cfg)
+
+    out = capsys.readouterr().out
+    assert "step 4/6 | loss " in out and "tok/s | MFU n/a | ETA " in out
+    names = [e["event"] for e in read_jsonl(run_dir / "events.jsonl")]
+    assert names == ["start", "eval", "checkpoint", "checkpoint", "eval", "end"]
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics if "loss" in m] == [2, 4, 6]
+    assert [m["step"] for m in metrics if "val_loss" in m] == [3, 6]
+    assert (run_dir / "loss.png").stat().st_size > 1000
+    assert (run_dir / "tokenizer.json").exists()
+
+    client = mlflow.tracking.MlflowClient()
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    history = client.get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == [2, 4, 6]  # global step
+    assert client.get_run(run_id).data.params["max_steps"] == "6"
