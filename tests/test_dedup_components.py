@@ -1,0 +1,51 @@
+"""Connected components in Spark == a plain Python union-find."""
+
+from __future__ import annotations
+
+import random
+
+from tokenmill.dedup.components import connected_components
+
+
+def union_find_labels(edges):
+    parent = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in list(parent)}
+
+
+def random_graph(rng, nodes, n_edges):
+    edges = [(rng.randrange(nodes), rng.randrange(nodes)) for _ in range(n_edges)]
+    # A long path: the worst case for label propagation, a few rounds here.
+    edges += [(i, i + 1) for i in range(nodes, nodes + 200)]
+    return edges
+
+
+def test_components_match_union_find(spark, tmp_path):
+    rng = random.Random(7)
+    for trial, (nodes, n_edges) in enumerate([(300, 150), (2000, 1500)]):
+        edges = random_graph(rng, nodes, n_edges)
+        df = spark.createDataFrame(edges, "src long, dst long")
+        labels, rounds = connected_components(df, checkpoint_dir=str(tmp_path / f"cc{trial}"))
+        got = {r["node"]: r["label"] for r in labels.collect()}
+        expected = {n: l for n, l in union_find_labels(edges).items() if any(n in e for e in edges if e[0] != e[1])}
+        assert got == expected
+        assert 1 <= rounds <= 12
+
+
+def test_components_on_string_ids_with_local_checkpoints(spark):
+    edges = [("b", "a"), ("c", "b"), ("x", "y"), ("d", "c"), ("q", "q")]
+    df = spark.createDataFrame(edges, "src string, dst string")
+    labels, _ = connected_components(df)
+    assert sorted((r["node"], r["label"]) for r in labels.collect()) == [
+        ("a", "a"), ("b", "a"), ("c", "a"), ("d", "a"), ("x", "x"), ("y", "x")]

@@ -1,0 +1,120 @@
+"""The dedup stage end to end on tiny literal `clean` tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tokenmill import tables
+from tokenmill.config import RunConfig, from_dict
+from tokenmill.pipeline import run_stages
+
+COLUMNS = "id string, source string, text string, meta string, n_chars int, n_words int, quality double"
+
+BASE = " ".join(
+    f"on day {i} the river ran past the old mill and the miller counted {i * 7} sacks of grain before dawn"
+    for i in range(12))
+
+
+def rows_from(docs):
+    return [(i, src, text, "{}", len(text), len(text.split()), q) for i, src, text, q in docs]
+
+
+def write_clean(spark, out, docs):
+    df = spark.createDataFrame(rows_from(docs), COLUMNS)
+    tables.write(df, f"{out}/tables/clean")
+
+
+def run_dedup(spark, out, **dedup):
+    cfg = from_dict(RunConfig, {"output": str(out), "dedup": dedup})
+    manifest = run_stages(spark, cfg, ["dedup"], force=True)
+    return manifest.stages["dedup"]
+
+
+def table(spark, out, name, order="id"):
+    return [r.asDict() for r in tables.read(spark, f"{out}/tables/{name}").orderBy(order).collect()]
+
+
+# id, source, text, quality
+CORPUS = [
+    ("a1", "web", "Hello World, this is a page.", 0.5),
+    ("a2", "news", "hello   world, this is a page.", 0.9),   # exact (case/space) dup of a1, better quality
+    ("a3", "web", "HELLO WORLD, THIS IS A PAGE.", 0.9),      # same quality as a2, same length: id breaks tie
+    ("b1", "web", BASE, 0.7),
+    ("b2", "forum", BASE.replace("miller counted 35", "miller weighed 35"), 0.7),  # near dup of b1 (one word)
+    ("c1", "web", "an entirely different document about gardening tomatoes and beans in spring", 0.7),
+    ("d1", "web", "", 0.1),
+    ("d2", "web", "", 0.1),                                    # exact dup of d1 (both empty)
+]
+
+
+@pytest.fixture(scope="module")
+def corpus_run(spark, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dedup-corpus")
+    write_clean(spark, out, CORPUS)
+    return out, run_dedup(spark, out)
+
+
+def test_exact_and_near_clusters(spark, corpus_run):
+    tmp_path, rec = corpus_run
+    assert (rec.rows_in, rec.rows_out) == (8, 4)
+    assert rec.dropped == {"duplicate_exact": 3, "duplicate_near": 1}
+    clusters = [(r["id"], r["cluster_id"], r["kept"], r["kind"], round(r["jaccard"], 3))
+                for r in table(spark, tmp_path, "dup_clusters")]
+    b2_j = [c[4] for c in clusters if c[0] == "b2"][0]
+    assert 0.8 <= b2_j < 1.0
+    assert clusters == [
+        ("a1", "a2", False, "exact", 1.0),
+        ("a2", "a2", True, "exact", 1.0),
+        ("a3", "a2", False, "exact", 1.0),
+        ("b1", "b1", True, "near", 1.0),
+        ("b2", "b1", False, "near", b2_j),
+        ("d1", "d1", True, "exact", 1.0),
+        ("d2", "d1", False, "exact", 1.0),
+    ]
+    assert [r["id"] for r in table(spark, tmp_path, "deduped")] == ["a2", "b1", "c1", "d1"]
+    rejects = table(spark, tmp_path, "rejects")
+    assert [(r["id"], r["stage"], r["reason"]) for r in rejects] == [
+        ("a1", "dedup", "duplicate_exact"), ("a3", "dedup", "duplicate_exact"),
+        ("b2", "dedup", "duplicate_near"), ("d2", "dedup", "duplicate_exact")]
+    assert rejects[0]["sample"] == "dup of a2: Hello World, this is a page."
+    x = rec.extra
+    assert (x["bands"], x["rows"]) == (9, 13)
+    assert x["removed_by_source"] == {"forum": {"near": 1}, "web": {"exact": 3}}
+    assert x["cluster_size_histogram"] == {"2": 2, "3": 1}
+    assert x["s_curve"]["0.80"] == pytest.approx(1 - (1 - 0.8 ** 13) ** 9, abs=1e-4)
+    # The signatures table has every document, comparable across runs.
+    assert tables.row_count(spark, f"{tmp_path}/tables/signatures") == 8
+
+
+def test_keep_rule_is_configurable(spark, tmp_path):
+    write_clean(spark, tmp_path, CORPUS[:3])
+    run_dedup(spark, tmp_path, keep=["quality asc"], near=False)
+    kept = [r["id"] for r in table(spark, tmp_path, "dup_clusters") if r["kept"]]
+    assert kept == ["a1"]
+
+
+def test_exact_normalization_is_configurable(spark, tmp_path):
+    write_clean(spark, tmp_path, [("p1", "web", "Hello World, this is a page.", 0.5),
+                                  ("p2", "web", "Hello  World this is a page", 0.6),
+                                  ("p3", "web", "hello world this is a page", 0.7)])
+
+    def dropped(**exact):
+        run_dedup(spark, tmp_path, near=False, **exact)
+        return sorted((r["id"], r["cluster_id"]) for r in table(spark, tmp_path, "dup_clusters") if not r["kept"])
+
+    assert dropped() == [("p2", "p3")]
+    assert dropped(exact_lowercase=False, exact_punctuation=True) == [("p1", "p2")]
+    assert dropped(exact_punctuation=True) == [("p1", "p3"), ("p2", "p3")]
+    assert dropped(exact_whitespace=False) == []
+
+
+def test_two_runs_identical(spark, tmp_path, corpus_run):
+    first, _ = corpus_run
+    write_clean(spark, tmp_path, CORPUS[::-1])  # row order must not matter either
+    run_dedup(spark, tmp_path)
+    for name in ("dup_clusters", "deduped", "signatures", "rejects"):
+        assert table(spark, first, name) == table(spark, tmp_path, name)
+    assert json.loads((first / "manifest.json").read_text())["stages"]["dedup"]["extra"]["removed_by_source"] == \
+        json.loads((tmp_path / "manifest.json").read_text())["stages"]["dedup"]["extra"]["removed_by_source"]

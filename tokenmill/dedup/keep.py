@@ -1,0 +1,30 @@
+"""Which document of a duplicate cluster is kept: a configurable, total order.
+
+The keep key is a struct whose smallest value is the best document: numeric
+columns sorted descending are negated, and the id always breaks the last
+tie, so the choice never depends on partitioning or row order. Picking the
+minimum struct per cluster is an ordinary aggregation (no window, no skewed
+sort of a huge cluster).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from tokenmill.dedup.config import DedupConfig
+
+
+def keep_key(cfg: DedupConfig) -> Column:
+    """Struct column ordering documents best first (needs the keep columns and id)."""
+    fields = []
+    for i, (column, desc) in enumerate(cfg.keep_rules):
+        value = F.coalesce(F.col(column).cast("double"), F.lit(0.0))
+        fields.append((-value if desc else value).alias(f"k{i}"))
+    fields.append(F.col("id").alias("kid"))
+    return F.struct(*fields)
+
+
+def best_per_group(df: DataFrame, group: str, key: str = "keep_key", out: str = "keeper") -> DataFrame:
+    """(group, keep_key struct ending in kid) -> (group, keeper id): the best member of each group."""
+    return df.groupBy(group).agg(F.min(key).getField("kid").alias(out))
