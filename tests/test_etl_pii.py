@@ -1,0 +1,111 @@
+"""PII: presidio recognizers on candidate windows, typed placeholders, no network."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tokenmill.errors import ConfigError
+from tokenmill.etl.config import PiiConfig
+from tokenmill.etl.pii import Redactor, redactor
+
+TEXT = ("Write to ada.l@example.com or call +1 (212) 555-0198. Card 4111 1111 1111 1111. "
+        "Server 192.168.1.10 and fe80::1ff:fe23:4567:890a. IBAN DE89 3704 0044 0532 0130 00. "
+        "Wallet 1BoatSLRHtKNngkdXEeobR76b53LETtpyT. SSN 536-98-1269 on file.")
+REDACTED = ("Write to <EMAIL> or call <PHONE>. Card <CREDIT_CARD>. Server <IP> and <IP>. IBAN <IBAN>. "
+            "Wallet <CRYPTO>. SSN <SSN> on file.")
+
+
+def test_each_entity_becomes_its_placeholder():
+    text, counts = redactor(PiiConfig()).redact(TEXT)
+    assert text == REDACTED
+    assert counts == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1, "CREDIT_CARD": 1, "IP_ADDRESS": 2,
+                      "IBAN_CODE": 1, "CRYPTO": 1, "US_SSN": 1}
+
+
+def test_same_findings_as_presidio_on_the_whole_text():
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    nlp = NlpEngineProvider(nlp_configuration={
+        "nlp_engine_name": "no_op", "models": [{"lang_code": "en", "model_name": "no_op"}]}).create_engine()
+    engine = AnalyzerEngine(nlp_engine=nlp)
+    cfg = PiiConfig()
+    text = ("Notes from 2021.\n" * 30) + TEXT + (" More words follow here." * 40) + " Mail bob@example.org."
+    theirs = {(r.entity_type, r.start, r.end) for r in engine.analyze(text, language="en", entities=list(cfg.entities))}
+    ours = {(f.entity, f.start, f.end) for f in redactor(cfg).find(text)}
+    assert theirs == ours
+    # only short windows reached presidio
+    windows = redactor(cfg).windows(text)
+    assert sum(e - s for s, e in windows) < len(text) / 4
+
+
+def test_placeholders_entities_and_threshold_are_configurable():
+    r = Redactor(PiiConfig(entities=("EMAIL_ADDRESS",), placeholders={"EMAIL_ADDRESS": "[mail]"}))
+    assert r.redact("a ada@example.com b 192.168.1.10")[0] == "a [mail] b 192.168.1.10"
+    # phone findings score 0.4: a higher threshold keeps them
+    r = Redactor(PiiConfig(score_threshold=0.5))
+    assert r.redact("call +1 (212) 555-0198 now") == ("call +1 (212) 555-0198 now", {})
+    r = Redactor(PiiConfig(entities=("URL",)))
+    assert r.redact("see https://example.com/page for more")[0] == "see <URL> for more"
+    assert Redactor(PiiConfig(enabled=False)).redact(TEXT) == (TEXT, {})
+
+
+def test_phone_regions_are_configurable():
+    uk = "ring 020 7946 0958 today"
+    assert Redactor(PiiConfig(entities=("PHONE_NUMBER",), phone_regions=("GB",))).redact(uk)[0] == "ring <PHONE> today"
+    assert Redactor(PiiConfig(entities=("PHONE_NUMBER",), phone_regions=("US",))).redact(uk)[0] == uk
+
+
+def test_no_network_is_touched(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    r = Redactor(PiiConfig(entities=("EMAIL_ADDRESS", "URL")))  # fresh recognizers, fresh tldextract use
+    assert r.redact("mail x.y@mail.example.co.uk now")[0] == "mail <EMAIL> now"
+
+
+def test_redaction_resolves_overlaps():
+    # presidio's URL recognizer also matches an e-mail's domain: the e-mail wins (higher score).
+    r = Redactor(PiiConfig(entities=("EMAIL_ADDRESS", "URL")))
+    assert r.redact("to ada@example.com.")[0] == "to <EMAIL>."
+
+
+def test_long_document_is_windowed(monkeypatch):
+    r = Redactor(PiiConfig())
+    filler = "plain words without any numbers at all " * 20_000  # 780 KB
+    text = filler + "reach me at x@example.org " + filler
+    seen = []
+    for _, rec in r.recognizers:
+        orig = rec.analyze
+        monkeypatch.setattr(rec, "analyze", lambda t, *a, _o=orig: seen.append(len(t)) or _o(t, *a))
+    out, counts = r.redact(text)
+    assert counts == {"EMAIL_ADDRESS": 1} and "<EMAIL>" in out
+    assert max(seen) < 200
+
+
+def test_ner_model_from_a_saved_spacy_pipeline(tmp_path):
+    spacy = pytest.importorskip("spacy")
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "PERSON", "pattern": "Ada Lovelace"}, {"label": "GPE", "pattern": "London"}])
+    nlp.to_disk(tmp_path / "model")
+    r = Redactor(PiiConfig(entities=("EMAIL_ADDRESS",), ner_model=str(tmp_path / "model")))
+    text, counts = r.redact("Ada Lovelace of London wrote to ada@example.com.")
+    assert text == "<PERSON> of <LOCATION> wrote to <EMAIL>."
+    assert counts == {"PERSON": 1, "LOCATION": 1, "EMAIL_ADDRESS": 1}
+
+
+def test_missing_ner_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="etl.pii.ner_model"):
+        Redactor(PiiConfig(ner_model="no_such_model_xyz"))
+
+
+def test_pii_config_validation():
+    with pytest.raises(ConfigError, match="entities"):
+        PiiConfig(entities=("EMAIL",))
+    with pytest.raises(ConfigError, match="phone_regions"):
+        PiiConfig(phone_regions=())

@@ -1,0 +1,171 @@
+"""Clean documents: fix encodings, normalize, filter, strip PII — one Arrow pass.
+
+``normalize`` repairs text with ftfy (mojibake, HTML entities, terminal
+escapes, surrogates), applies Unicode NFC, removes control characters and
+tidies whitespace. Prose gets its spaces collapsed; code keeps its
+indentation and only loses trailing spaces and runs of blank lines.
+
+``clean_and_redact`` runs normalize -> filters -> PII in one ``mapInArrow``
+pass (one trip of the text through Python instead of three). Every input
+row comes out once: kept rows with ``reason`` null and PII replaced,
+dropped rows with their ``reason`` and a short PII-free ``sample``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from functools import lru_cache
+
+from tokenmill.config import to_dict
+from tokenmill.etl.config import EtlConfig
+from tokenmill.etl.filters import bad_words_regex, judge, load_bad_words
+
+CLEAN_SCHEMA = ("id string, source string, text string, meta string, n_chars int, n_words int, "
+                "quality double, reason string, sample string, pii map<string,int>")
+CLEAN_COLUMNS = ["id", "source", "text", "meta", "n_chars", "n_words", "quality"]
+
+# C0 and C1 controls except tab and newline (CR is folded into newline first).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_INLINE_SPACE = re.compile(r"[^\S\n]+")  # whitespace other than newline
+_BLANK_LINES = re.compile(r"\n{3,}")
+_TRAILING = re.compile(r"[^\S\n]+\n")
+_ZERO_WIDTH = re.compile(r"[\u200b\u200c\u200d\u2060\ufeff]")
+
+
+@lru_cache(maxsize=2)
+def _ftfy_config(preset: str):
+    import ftfy
+
+    # Keep typographic quotes and full-width characters: they are text, not damage.
+    # Code keeps literal entities (they are often part of string literals).
+    return ftfy.TextFixerConfig(
+        unescape_html=(preset != "code"), uncurl_quotes=False, fix_character_width=False,
+        explain=False, normalization="NFC",
+    )
+
+
+def _needs_ftfy(text: str) -> bool:
+    """ASCII text without '&' or ESC has nothing ftfy would change that we do not do below."""
+    return not text.isascii() or "&" in text or "\x1b" in text
+
+
+def normalize(text: str, preset: str = "prose", fix_text: bool = True) -> str:
+    """ftfy + NFC + control characters + whitespace."""
+    if fix_text and _needs_ftfy(text):
+        import ftfy
+
+        text = ftfy.fix_text(text, _ftfy_config(preset))
+    elif not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.isascii():
+        text = _ZERO_WIDTH.sub("", text)
+    text = _CONTROL.sub("", text)
+    if preset == "code":
+        text = _TRAILING.sub("\n", text.rstrip() + "\n").rstrip()
+        text = _BLANK_LINES.sub("\n\n", text).lstrip("\n")
+        return text
+    text = _INLINE_SPACE.sub(" ", text)
+    text = text.replace(" \n", "\n").replace("\n ", "\n")
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def row_preset(meta: str | None, default: str) -> str:
+    """The preset recorded by ingest in meta (code files), else the stage default."""
+    if meta and '"preset"' in meta:
+        try:
+            value = json.loads(meta).get("preset")
+        except (ValueError, AttributeError):
+            return default
+        if value in ("prose", "code"):
+            return value
+    return default
+
+
+class Cleaner:
+    """Per-worker state: bad-words regex and the PII redactor, built once."""
+
+    def __init__(self, cfg: EtlConfig):
+        from tokenmill.etl.pii import redactor
+
+        self.cfg = cfg
+        fc = cfg.filters
+        self.bad_words = bad_words_regex(load_bad_words(fc.bad_words_file)) if fc.bad_words else None
+        self.redactor = redactor(cfg.pii)
+
+    def sample(self, text: str | None) -> str:
+        if not text:
+            return ""
+        head = text[: self.cfg.reject_sample_chars * 2]
+        return self.redactor.redact(head)[0][: self.cfg.reject_sample_chars]
+
+    def row(self, doc_id, source, text, meta) -> tuple:
+        """One output row (CLEAN_SCHEMA order) for one document."""
+        preset = row_preset(meta, self.cfg.preset)
+        if text is None:
+            return (doc_id, source, None, meta, 0, 0, 0.0, "null_text", "", None)
+        text = normalize(text, preset, self.cfg.fix_text)
+        verdict = judge(text, preset, self.cfg.filters, self.bad_words)
+        if verdict.reason is not None:
+            return (doc_id, source, None, meta, len(text), verdict.n_words, 0.0, verdict.reason,
+                    self.sample(text), None)
+        redacted, counts = self.redactor.redact(text)
+        return (doc_id, source, redacted, meta, len(redacted), verdict.n_words, verdict.quality, None, None,
+                counts or None)
+
+
+_CLEANERS: dict[str, Cleaner] = {}
+
+
+def cleaner(cfg: EtlConfig) -> Cleaner:
+    """The worker's Cleaner for this config, built on first use (Python workers are reused)."""
+    key = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    if key not in _CLEANERS:
+        _CLEANERS[key] = Cleaner(cfg)
+    return _CLEANERS[key]
+
+
+def _to_batch(rows: list[tuple]):
+    import pyarrow as pa
+
+    cols = list(zip(*rows)) if rows else [[] for _ in range(10)]
+    pii = [None if c is None else list(c.items()) for c in cols[9]]
+    return pa.RecordBatch.from_arrays(
+        [pa.array(cols[0], pa.string()), pa.array(cols[1], pa.string()), pa.array(cols[2], pa.string()),
+         pa.array(cols[3], pa.string()), pa.array(cols[4], pa.int32()), pa.array(cols[5], pa.int32()),
+         pa.array(cols[6], pa.float64()), pa.array(cols[7], pa.string()), pa.array(cols[8], pa.string()),
+         pa.array(pii, pa.map_(pa.string(), pa.int32()))],
+        names=["id", "source", "text", "meta", "n_chars", "n_words", "quality", "reason", "sample", "pii"],
+    )
+
+
+def clean_and_redact(df, cfg: EtlConfig):
+    """documents (id, source, text, meta, ...) -> CLEAN_SCHEMA rows, one per input row."""
+    def run(batches):
+        c = cleaner(cfg)
+        for batch in batches:
+            ids = batch.column("id").to_pylist()
+            sources = batch.column("source").to_pylist()
+            texts = batch.column("text").to_pylist()
+            metas = batch.column("meta").to_pylist()
+            yield _to_batch([c.row(*r) for r in zip(ids, sources, texts, metas)])
+
+    return df.select("id", "source", "text", "meta").mapInArrow(run, CLEAN_SCHEMA)
+
+
+def redact_samples(df, cfg: EtlConfig):
+    """Reject rows (id, source, reason, sample) with PII removed from ``sample`` and truncated."""
+    def run(batches):
+        import pyarrow as pa
+
+        c = cleaner(cfg)
+        for batch in batches:
+            samples = [c.sample(s) for s in batch.column("sample").to_pylist()]
+            idx = batch.schema.get_field_index("sample")
+            yield batch.set_column(idx, "sample", pa.array(samples, pa.string()))
+
+    return df.select("id", "source", "reason", "sample").mapInArrow(
+        run, "id string, source string, reason string, sample string")

@@ -1,0 +1,415 @@
+"""Ingest raw inputs into one schema: id, source, text, meta, n_chars (+ reason, sample).
+
+File inputs (JSONL plain/.gz/.zst, text files) are read by Python tasks, one
+task per file, so every line gets its own verdict: a malformed, non-UTF-8,
+NUL-bearing or oversized line becomes a row with a ``reason`` instead of
+failing the job. (Spark's text reader has no zstd codec offline and gives
+no line numbers.) Parquet, Delta and catalog tables are read by Spark.
+
+A row whose ``reason`` is null is a document; any other row is a reject
+whose ``sample`` holds the first characters of what was read.
+
+Invalid UTF-8 is rejected by default (``etl.ingest.invalid_utf8: reject``):
+a row that cannot be decoded is usually a mis-declared encoding, and
+repairing it with U+FFFD would silently keep a damaged document. Set it to
+``replace`` to keep such rows with replacement characters.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from tokenmill import tables
+from tokenmill.errors import UserError
+from tokenmill.etl.config import EtlConfig, InputSpec
+
+RAW_SCHEMA = ("id string, source string, text string, meta string, n_chars int, "
+              "reason string, sample string")
+RAW_COLUMNS = ["id", "source", "text", "meta", "n_chars", "reason", "sample"]
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+COMPRESSED = (".gz", ".zst")
+BATCH_ROWS = 512
+BATCH_BYTES = 16 << 20
+SAMPLE_BYTES = 1024
+GROUP_BYTES = 64 << 20  # compressed bytes of files per Spark task
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One file to read: absolute path, the location recorded in meta, how to read it."""
+
+    path: str
+    rel: str
+    fmt: str  # "jsonl" or "text"
+    source: str
+    text_field: str
+    id_field: str | None
+    preset: str | None
+
+
+# --- planning: which files, which formats -------------------------------------------
+
+
+def source_label(spec: InputSpec) -> str:
+    if spec.source:
+        return spec.source
+    p = Path(spec.path.removeprefix("file://").rstrip("/"))
+    if tables.is_catalog_name(spec.path) and not p.exists():
+        return spec.path.split(".")[-1]
+    return (p.parent.name if p.is_file() else p.name) or "input"
+
+
+def _is_hidden(rel_parts: tuple[str, ...]) -> bool:
+    return any(part.startswith((".", "_")) for part in rel_parts)
+
+
+def file_format(name: str) -> str:
+    """jsonl / parquet / text, from a file name."""
+    base = name.lower()
+    for suffix in COMPRESSED:
+        base = base.removesuffix(suffix)
+    if base.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if base.endswith(".parquet"):
+        return "parquet"
+    return "text"
+
+
+def plan_input(spec: InputSpec, cfg: EtlConfig) -> tuple[list[FileTask], list[str], str]:
+    """(files read by Python tasks, Parquet files, table kind) for one input.
+
+    table kind is "" for plain files, else "delta" or "table". A path that
+    does not exist (and is not a catalog table) is a UserError.
+    """
+    raw = spec.path.removeprefix("file://")
+    p = Path(raw)
+    source = source_label(spec)
+    fmt = spec.format
+    if fmt == "table" or (fmt == "auto" and not p.exists() and tables.is_catalog_name(raw)):
+        return [], [], "table"
+    if not p.exists():
+        raise UserError(f"input not found: {spec.path} (check the path, or give a catalog table as catalog.schema.table)")
+    if fmt == "delta" or (fmt == "auto" and p.is_dir() and (p / "_delta_log").is_dir()):
+        return [], [], "delta"
+    if p.is_file():
+        files = [p]
+        root = p.parent
+    else:
+        root = p
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not _is_hidden(f.relative_to(p).parts))
+    tasks, parquet = [], []
+    code_ext = tuple(cfg.ingest.text_extensions_code)
+    for f in files:
+        kind = fmt if fmt != "auto" else file_format(f.name)
+        rel = str(f.relative_to(root.parent)) if root.parent != root else f.name
+        if kind == "parquet":
+            parquet.append(str(f.resolve()))
+            continue
+        preset = spec.preset
+        if preset is None and kind == "text" and f.name.lower().endswith(code_ext):
+            preset = "code"
+        tasks.append(FileTask(str(f.resolve()), rel, kind, source, spec.text_field, spec.id_field, preset))
+    return tasks, parquet, ""
+
+
+# --- reading files in Python tasks ----------------------------------------------------
+
+
+def stable_id(location: str, text: str) -> str:
+    """An id from where the document was and what it says: same input, same id."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(location.encode("utf-8", "surrogatepass"))
+    h.update(b"\0")
+    h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _open(path: str) -> io.BufferedIOBase:
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".zst"):
+        import zstandard
+
+        raw = open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 20)
+    return open(path, "rb", buffering=1 << 20)
+
+
+def _lines(stream, limit: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(1-based line number, bytes, too_long). A too-long line yields only its head."""
+    n = 0
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) > limit and not line.endswith(b"\n"):
+            head = line[:SAMPLE_BYTES]
+            while line and not line.endswith(b"\n"):  # skip the rest in bounded chunks
+                line = stream.readline(1 << 20)
+            yield n, head, True
+            continue
+        yield n, line.rstrip(b"\r\n"), False
+
+
+def _sample(data: bytes) -> str:
+    return data[:SAMPLE_BYTES].decode("utf-8", "replace")
+
+
+def _meta(obj: dict, task: FileTask, line: int | None) -> str:
+    meta: dict = {}
+    others = {k: v for k, v in obj.items() if k not in (task.text_field, task.id_field)}
+    nested = others.pop("meta", None)
+    if isinstance(nested, dict):
+        meta.update(nested)
+    elif nested is not None:
+        meta["meta"] = nested
+    meta.update(others)
+    meta["file"] = task.rel
+    if line is not None:
+        meta["line"] = line
+    if task.preset:
+        meta["preset"] = task.preset
+    return json.dumps(meta, ensure_ascii=False, sort_keys=True)
+
+
+def _reject(task: FileTask, location: str, reason: str, data: bytes, doc_id=None) -> tuple:
+    rid = str(doc_id) if doc_id is not None else stable_id(location, _sample(data))
+    return (rid, task.source, None, None, None, reason, _sample(data))
+
+
+def read_jsonl(task: FileTask, max_bytes: int, invalid_utf8: str) -> Iterator[tuple]:
+    """One raw row per non-blank line."""
+    with _open(task.path) as stream:
+        for n, raw, too_long in _lines(stream, max_bytes):
+            location = f"{task.rel}:{n}"
+            if too_long:
+                yield _reject(task, location, "too_long", raw)
+                continue
+            if not raw.strip():
+                continue
+            if b"\x00" in raw:
+                yield _reject(task, location, "nul_bytes", raw, _peek_id(raw, task))
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if invalid_utf8 == "reject":
+                    yield _reject(task, location, "invalid_utf8", raw, _peek_id(raw, task))
+                    continue
+                line = raw.decode("utf-8", "replace")
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                yield _reject(task, location, "malformed_json", raw)
+                continue
+            if not isinstance(obj, dict):
+                yield _reject(task, location, "malformed_json", raw)
+                continue
+            doc_id = obj.get(task.id_field) if task.id_field else None
+            if task.text_field not in obj:
+                yield _reject(task, location, "missing_text", raw, doc_id)
+                continue
+            text = obj[task.text_field]
+            if text is None:
+                yield _reject(task, location, "null_text", raw, doc_id)
+                continue
+            if not isinstance(text, str):
+                yield _reject(task, location, "text_not_string", raw, doc_id)
+                continue
+            if doc_id is None:
+                doc_id = stable_id(location, text)
+            yield (str(doc_id), task.source, text, _meta(obj, task, n), len(text), None, None)
+
+
+def _peek_id(raw: bytes, task: FileTask):
+    """The id of a row we cannot parse properly, when it is plainly there."""
+    if not task.id_field:
+        return None
+    try:
+        obj = json.loads(raw.replace(b"\x00", b"").decode("utf-8", "replace"))
+        value = obj.get(task.id_field) if isinstance(obj, dict) else None
+        return None if value is None else str(value)
+    except ValueError:
+        return None
+
+
+def read_text_file(task: FileTask, max_bytes: int, invalid_utf8: str) -> Iterator[tuple]:
+    """One document per file; binary files are rejected."""
+    size = os.path.getsize(task.path)
+    with _open(task.path) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        yield _reject(task, task.rel, "too_long", data)
+        return
+    if _looks_binary(data):
+        yield (stable_id(task.rel, ""), task.source, None, None, None, "binary_file",
+               f"<{size} bytes of binary data>")
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        if invalid_utf8 == "reject":
+            yield _reject(task, task.rel, "invalid_utf8", data)
+            return
+        text = data.decode("utf-8", "replace")
+    yield (stable_id(task.rel, text), task.source, text, _meta({}, task, None), len(text), None, None)
+
+
+def _looks_binary(data: bytes) -> bool:
+    head = data[:8192]
+    if b"\x00" in head:
+        return True
+    bad = head.decode("utf-8", "replace").count("\ufffd")
+    return bool(head) and bad > 0.3 * len(head) / 2
+
+
+def read_task(task: FileTask, max_bytes: int, invalid_utf8: str) -> Iterator[tuple]:
+    reader = read_jsonl if task.fmt == "jsonl" else read_text_file
+    try:
+        yield from reader(task, max_bytes, invalid_utf8)
+    except (OSError, EOFError, ValueError) as exc:
+        # A truncated .gz/.zst or unreadable file: one reject for the rest of the file.
+        reason = "unreadable_file"
+        yield (stable_id(task.rel, str(exc)), task.source, None, None, None, reason, f"{task.rel}: {exc}"[:SAMPLE_BYTES])
+
+
+def _rows_to_batch(rows: list[tuple]):
+    import pyarrow as pa
+
+    cols = list(zip(*rows))
+    return pa.RecordBatch.from_arrays(
+        [pa.array(cols[0], pa.string()), pa.array(cols[1], pa.string()), pa.array(cols[2], pa.string()),
+         pa.array(cols[3], pa.string()), pa.array(cols[4], pa.int32()), pa.array(cols[5], pa.string()),
+         pa.array(cols[6], pa.string())],
+        names=RAW_COLUMNS,
+    )
+
+
+def _read_files_udf(max_bytes: int, invalid_utf8: str):
+    def run(batches):
+        for batch in batches:
+            for group in batch.column("files").to_pylist():
+                for t in json.loads(group):
+                    rows, size = [], 0
+                    for row in read_task(FileTask(**t), max_bytes, invalid_utf8):
+                        rows.append(row)
+                        size += len(row[2] or "") + len(row[6] or "")
+                        if len(rows) >= BATCH_ROWS or size >= BATCH_BYTES:
+                            yield _rows_to_batch(rows)
+                            rows, size = [], 0
+                    if rows:
+                        yield _rows_to_batch(rows)
+
+    return run
+
+
+def group_files(tasks: list[FileTask], target_bytes: int, min_groups: int) -> list[list[FileTask]]:
+    """Files packed into groups of about target_bytes (largest first, each to the lightest group)."""
+    sized = sorted(((os.path.getsize(t.path), t) for t in tasks), key=lambda x: -x[0])
+    total = sum(size for size, _ in sized)
+    n = max(1, min(len(sized), max(min_groups, -(-total // target_bytes))))
+    groups: list[list[FileTask]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for size, t in sized:
+        i = loads.index(min(loads))
+        groups[i].append(t)
+        loads[i] += max(size, 4096)  # a tiny file still costs an open
+    return [g for g in groups if g]
+
+
+def read_files(spark, tasks: list[FileTask], cfg: EtlConfig):
+    """Raw rows of all file tasks; files are packed into Spark tasks of about GROUP_BYTES."""
+    import dataclasses
+
+    groups = group_files(tasks, GROUP_BYTES, spark.sparkContext.defaultParallelism)
+    rows = [(json.dumps([dataclasses.asdict(t) for t in g]),) for g in groups]
+    rdd = spark.sparkContext.parallelize(rows, len(rows))
+    df = spark.createDataFrame(rdd, "files string")
+    return df.mapInArrow(_read_files_udf(cfg.ingest.max_doc_bytes, cfg.ingest.invalid_utf8), RAW_SCHEMA)
+
+
+# --- tables (Parquet, Delta, catalog) --------------------------------------------------
+
+
+def from_table(df, spec: InputSpec, cfg: EtlConfig, location: str):
+    """Map a DataFrame input onto the raw schema: text/id fields, meta as JSON, rejects."""
+    from pyspark.sql import functions as F
+
+    if spec.text_field not in df.columns:
+        raise UserError(f"input {spec.path}: no column {spec.text_field!r} (columns: {', '.join(df.columns)}); "
+                        f"set text_field for this input")
+    source = source_label(spec)
+    text = F.col(spec.text_field).cast("string")
+    others = [c for c in df.columns if c not in (spec.text_field, spec.id_field)]
+    if others == ["meta"]:
+        meta_type = df.schema["meta"].dataType.simpleString()
+        meta = F.col("meta") if meta_type == "string" else F.to_json(F.col("meta"))
+    elif others:
+        meta = F.to_json(F.struct(*[F.col(c) for c in others]))
+    else:
+        meta = F.lit("{}")
+    meta = _with_preset(meta, spec.preset)
+    derived = F.substring(F.sha2(F.concat_ws("\u0000", F.lit(location), text), 256), 1, 20)
+    doc_id = F.coalesce(F.col(spec.id_field).cast("string"), derived) if spec.id_field in df.columns else derived
+    reason = (F.when(text.isNull(), F.lit("null_text"))
+              .when(F.octet_length(text) > cfg.ingest.max_doc_bytes, F.lit("too_long")))
+    sample = F.when(reason.isNotNull(), F.coalesce(F.substring(text, 1, SAMPLE_BYTES), F.lit("")))
+    return df.select(
+        doc_id.alias("id"), F.lit(source).alias("source"),
+        F.when(reason.isNull(), text).alias("text"),
+        F.when(reason.isNull(), meta).alias("meta"),
+        F.when(reason.isNull(), F.length(text)).cast("int").alias("n_chars"),
+        reason.alias("reason"), sample.alias("sample"),
+    )
+
+
+def _with_preset(meta, preset: str | None):
+    from pyspark.sql import functions as F
+
+    if not preset:
+        return meta
+    # meta is a JSON object text: add "preset" as its first key.
+    return F.when(meta == F.lit("{}"), F.lit(f'{{"preset":"{preset}"}}')).otherwise(
+        F.concat(F.lit(f'{{"preset":"{preset}",'), meta.substr(F.lit(2), F.length(meta))))
+
+
+def ingest(spark, specs: tuple[InputSpec, ...], cfg: EtlConfig):
+    """All inputs as one DataFrame of raw rows (RAW_SCHEMA)."""
+    frames, tasks = [], []
+    for spec in specs:
+        file_tasks, parquet, kind = plan_input(spec, cfg)
+        tasks += file_tasks
+        if kind == "table":
+            frames.append(from_table(spark.table(spec.path), spec, cfg, spec.path))
+        elif kind == "delta":
+            frames.append(from_table(tables.read(spark, spec.path.removeprefix("file://")), spec, cfg, spec.path))
+        if parquet:
+            frames.append(from_table(spark.read.parquet(*parquet), spec, cfg, spec.path))
+    if tasks:
+        frames.append(read_files(spark, tasks, cfg))
+    if not frames:
+        return spark.createDataFrame([], RAW_SCHEMA)
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out
+
+
+def input_bytes(specs: tuple[InputSpec, ...]) -> int:
+    """Bytes on disk of the file inputs (for progress and MB/s)."""
+    total = 0
+    for spec in specs:
+        p = Path(spec.path.removeprefix("file://"))
+        if p.is_file():
+            total += p.stat().st_size
+        elif p.is_dir():
+            total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and "_delta_log" not in f.parts)
+    return total

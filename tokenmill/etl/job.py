@@ -1,0 +1,115 @@
+"""The etl stage: raw inputs -> tables/documents -> tables/clean (+ tables/rejects).
+
+ingest reads every input into one schema (bad rows become rejects with a
+reason), clean+PII runs as one Arrow pass over the documents table. The
+stage's manifest record counts every raw row: rows_in = rows read,
+rows_out = rows in ``clean``, dropped = ingest and clean rejects by reason;
+``extra`` splits the counts into ingest and clean, and holds PII by type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tokenmill import pipeline
+from tokenmill.etl.clean import CLEAN_COLUMNS, clean_and_redact, redact_samples
+from tokenmill.etl.ingest import ingest, input_bytes, plan_input
+from tokenmill.manifest import StageRecord
+from tokenmill.progress import SparkProgress, human_bytes, log
+
+STAGE = "etl"
+PARTITION_CHARS = 16_000_000
+
+
+def _partitions(spark, n_chars: int, configured: int) -> int:
+    if configured:
+        return configured
+    cores = spark.sparkContext.defaultParallelism
+    return max(cores, -(-n_chars // PARTITION_CHARS))
+
+
+def run(ctx: pipeline.StageContext) -> StageRecord:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    spark, cfg = ctx.spark, ctx.cfg.etl
+    specs = ctx.cfg.inputs
+    started = time.time()
+    for spec in specs:  # a missing input fails here, as one line, before any work
+        plan_input(spec, cfg)
+    inputs = {spec.path: ctx.signature(spec.path) for spec in specs}
+
+    with SparkProgress(spark, "etl: ingest", input_bytes(specs)):
+        raw = ingest(spark, specs, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+        docs = raw.where(F.col("reason").isNull()).select("id", "source", "text", "meta", "n_chars")
+        v_documents = ctx.write(docs, "documents")
+        ingest_counts = {r["reason"]: (r["n"], r["bytes"] or 0) for r in raw.groupBy("reason").agg(
+            F.count("*").alias("n"), F.sum(F.octet_length("text")).alias("bytes")).collect()}
+    n_raw = sum(n for n, _ in ingest_counts.values())
+    n_docs, text_bytes = ingest_counts.get(None, (0, 0))
+
+    documents = ctx.read("documents")
+    parts = _partitions(spark, int(text_bytes), cfg.partitions)
+    with SparkProgress(spark, "etl: clean + PII", text_bytes):
+        out = clean_and_redact(documents.repartition(parts), cfg).persist(StorageLevel.MEMORY_AND_DISK)
+        v_clean = ctx.write(out.where(F.col("reason").isNull()).select(*CLEAN_COLUMNS), "clean")
+        clean_counts = {r["reason"]: r["n"] for r in out.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+        pii = {r["key"]: int(r["n"]) for r in out.select(F.explode("pii")).groupBy("key").agg(
+            F.sum("value").alias("n")).collect()}
+        ingest_rejects = redact_samples(raw.where(F.col("reason").isNotNull()), cfg)
+        clean_rejects = out.where(F.col("reason").isNotNull()).select("id", "source", "reason", "sample")
+        rejects = ingest_rejects.unionByName(clean_rejects).withColumn("stage", F.lit(STAGE))
+        v_rejects = ctx.write_rejects(rejects, STAGE)
+    raw.unpersist()
+    out.unpersist()
+
+    ingest_dropped = {k: n for k, (n, _) in ingest_counts.items() if k is not None}
+    clean_dropped = {k: n for k, n in clean_counts.items() if k is not None}
+    n_clean = clean_counts.get(None, 0)
+    if sum(clean_counts.values()) != n_docs:
+        raise AssertionError(f"clean saw {sum(clean_counts.values())} rows, documents has {n_docs}")
+    dropped = dict(ingest_dropped)
+    for k, n in clean_dropped.items():
+        dropped[k] = dropped.get(k, 0) + n
+    wall = time.time() - started
+    return StageRecord(
+        stage=STAGE, rows_in=n_raw, rows_out=n_clean, dropped=dropped,
+        inputs=inputs,
+        outputs={name: ctx.signature(name) for name in ("documents", "clean", "rejects")},
+        extra={
+            "ingest": {"rows_in": n_raw, "rows_out": n_docs, "dropped": ingest_dropped},
+            "clean": {"rows_in": n_docs, "rows_out": n_clean, "dropped": clean_dropped},
+            "pii": dict(sorted(pii.items())),
+            "text_bytes": int(text_bytes),
+            "mb_per_s": round(text_bytes / 1e6 / max(wall, 1e-9), 3),
+            "partitions": parts,
+            "versions": {"documents": v_documents, "clean": v_clean, "rejects": v_rejects},
+        },
+    )
+
+
+def summary_lines(rec: StageRecord) -> list[str]:
+    x = rec.extra
+    lines = [
+        f"ingest    {x['ingest']['rows_in']:>12,} rows read, {x['ingest']['rows_out']:,} documents",
+        f"clean     {x['clean']['rows_in']:>12,} documents, {x['clean']['rows_out']:,} kept",
+        f"text      {human_bytes(x['text_bytes']):>12} at {x['mb_per_s']:.2f} MB/s",
+    ]
+    pii = x.get("pii") or {}
+    lines.append(f"PII       {sum(pii.values()):>12,} replaced" + ("" if pii else " (none found)"))
+    for entity, n in sorted(pii.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {entity:<30} {n:>10,}")
+    return lines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pipeline.add_stage_arguments(parser, inputs=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    return pipeline.run_command(args, [STAGE])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    log("run as: tokenmill etl --input PATH --output OUT")
