@@ -138,8 +138,9 @@ def test_figures_are_exact(spark, out, card_html):
 def test_token_lengths_from_eos_spans(spark, out):
     t = report_data.Tables(str(out), None, lambda: spark)
     section = report_data.token_lengths(Manifest.load(out), t, out / "shards")
-    # spans 3 and 5 -> log2 buckets 1 (2..3) and 2 (4..7); the sequence without two EOS adds none.
-    assert section.data == {"source": "EOS-to-EOS spans in tables/sequences", "hist": {1: 1, 2: 1}}
+    # seq 0 = [5, 0, 7, 8, 0, 9, 9, 9, 9, 0]: documents of 2, 3 and 5 tokens (EOS included);
+    # seq 1 continues the same stream without an EOS (its document is cut by the tail).
+    assert section.data == {"source": "distances between EOS tokens in tables/sequences", "hist": {1: 2, 2: 1}}
 
 
 def test_shuffle_quality_from_shards_in_storage_order(tmp_path):

@@ -272,24 +272,34 @@ def token_lengths(manifest: Manifest, t: Tables, shards_dir: Path) -> Section:
     info = _dataset_json(shards_dir)
     if info is None or not t.exists("sequences"):
         return Section(missing="no per-document token counts and no sequences table with dataset.json")
-    eos = int(info["eos_id"])
-    # Distance between consecutive EOS tokens inside each sequence = a document's
-    # token count (documents cut by a window edge are left out: they are partial).
-    df = t.read("sequences").select("tokens")
+    hist = _eos_span_histogram(t.read("sequences"), int(info["eos_id"]))
+    if not hist:
+        return Section(missing="no EOS token in tables/sequences")
+    return Section({"source": "distances between EOS tokens in tables/sequences", "hist": hist})
+
+
+def _eos_span_histogram(sequences, eos: int) -> dict[int, int]:
+    """Tokens per document (its EOS included) from the packed sequences.
+
+    Sequence ids are ``group << 32 | index``: consecutive indices of a group
+    are one contiguous token stream that starts with a fresh document, so a
+    document's length is the distance from the previous EOS in its group
+    (the first one's is its position + 1). Only EOS positions are exploded.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     positions = F.filter(
         F.transform(F.col("tokens"), lambda x, i: F.when(x == eos, i)), lambda p: p.isNotNull()
     )
-    lengths = F.transform(
-        F.sequence(F.lit(1), F.greatest(F.size(positions) - 1, F.lit(1))),
-        lambda k: F.element_at(positions, k + 1) - F.element_at(positions, k),
-    )
-    exploded = df.select(F.when(F.size(positions) >= 2, lengths).alias("l")).select(
-        F.explode("l").alias("n")
-    )
-    hist = _log2_histogram(exploded, F.col("n"))
-    if not hist:
-        return Section(missing="no sequence holds two EOS tokens (documents longer than seq_len)")
-    return Section({"source": "EOS-to-EOS spans in tables/sequences", "hist": hist})
+    eos_at = sequences.select(
+        F.shiftright("seq_id", 32).alias("g"),
+        (F.col("seq_id").bitwiseAND(F.lit(0xFFFFFFFF)) * F.size("tokens")).alias("base"),
+        F.explode(positions).alias("pos"),
+    ).select("g", (F.col("base") + F.col("pos")).alias("p"))
+    previous = F.lag("p").over(Window.partitionBy("g").orderBy("p"))
+    lengths = eos_at.select((F.col("p") - F.coalesce(previous, F.lit(-1))).alias("n"))
+    return _log2_histogram(lengths, F.col("n"))
 
 
 def source_mix(t: Tables) -> Section:
