@@ -95,19 +95,26 @@ def test_keep_rule_is_configurable(spark, tmp_path):
     assert kept == ["a1"]
 
 
-def test_exact_normalization_is_configurable(spark, tmp_path):
-    write_clean(spark, tmp_path, [("p1", "web", "Hello World, this is a page.", 0.5),
-                                  ("p2", "web", "Hello  World this is a page", 0.6),
-                                  ("p3", "web", "hello world this is a page", 0.7)])
+def test_exact_normalization_is_configurable(spark):
+    from tokenmill.dedup.config import DedupConfig
+    from tokenmill.dedup.exact import exact_key
 
-    def dropped(**exact):
-        run_dedup(spark, tmp_path, near=False, **exact)
-        return sorted((r["id"], r["cluster_id"]) for r in table(spark, tmp_path, "dup_clusters") if not r["kept"])
+    df = spark.createDataFrame([("p1", "Hello World, this is a page."), ("p2", "Hello  World this is a page"),
+                                ("p3", "hello world this is a page")], "id string, text string")
+    configs = {"default": DedupConfig(), "punct_case": DedupConfig(exact_lowercase=False, exact_punctuation=True),
+               "punct": DedupConfig(exact_punctuation=True), "raw": DedupConfig(exact_whitespace=False)}
+    rows = df.select("id", *[exact_key(df.text, c).alias(name) for name, c in configs.items()]).orderBy("id").collect()
 
-    assert dropped() == [("p2", "p3")]
-    assert dropped(exact_lowercase=False, exact_punctuation=True) == [("p1", "p2")]
-    assert dropped(exact_punctuation=True) == [("p1", "p3"), ("p2", "p3")]
-    assert dropped(exact_whitespace=False) == []
+    def groups(name):
+        by_key = {}
+        for r in rows:
+            by_key.setdefault(r[name], []).append(r["id"])
+        return sorted(by_key.values())
+
+    assert groups("default") == [["p1"], ["p2", "p3"]]
+    assert groups("punct_case") == [["p1", "p2"], ["p3"]]
+    assert groups("punct") == [["p1", "p2", "p3"]]
+    assert groups("raw") == [["p1"], ["p2"], ["p3"]]
 
 
 def test_two_runs_identical(spark, tmp_path, corpus_run):
@@ -118,3 +125,32 @@ def test_two_runs_identical(spark, tmp_path, corpus_run):
         assert table(spark, first, name) == table(spark, tmp_path, name)
     assert json.loads((first / "manifest.json").read_text())["stages"]["dedup"]["extra"]["removed_by_source"] == \
         json.loads((tmp_path / "manifest.json").read_text())["stages"]["dedup"]["extra"]["removed_by_source"]
+
+
+def test_incremental_equals_full_recompute(spark, tmp_path, corpus_run):
+    full, _ = corpus_run
+    old_ids, new_ids = {"a1", "b1", "c1", "d1"}, {"a2", "a3", "b2", "d2"}
+    write_clean(spark, tmp_path / "old", [d for d in CORPUS if d[0] in old_ids])
+    run_dedup(spark, tmp_path / "old")
+    # The new run's clean table holds only the new documents: the old ones are
+    # known from their signatures alone, never re-read or re-hashed.
+    write_clean(spark, tmp_path / "new", [d for d in CORPUS if d[0] in new_ids])
+    rec = run_dedup(spark, tmp_path / "new", previous_signatures=str(tmp_path / "old" / "tables" / "signatures"))
+    assert (rec.rows_in, rec.extra["incremental"]["previous_documents"]) == (4, 4)
+    for name in ("dup_clusters", "signatures"):
+        assert table(spark, tmp_path / "new", name) == table(spark, full, name)
+    full_kept = [r["id"] for r in table(spark, full, "deduped")]
+    assert [r["id"] for r in table(spark, tmp_path / "new", "deduped")] == [i for i in full_kept if i in new_ids]
+    # a2 (new, better quality) now stands for a1: full recompute agrees.
+    assert rec.dropped == {"duplicate_exact": 2, "duplicate_near": 1}
+
+
+def test_previous_signatures_must_match(spark, tmp_path, corpus_run):
+    from tokenmill.errors import UserError
+
+    full, _ = corpus_run
+    write_clean(spark, tmp_path, CORPUS[:1])
+    with pytest.raises(UserError, match="num_perm"):
+        run_dedup(spark, tmp_path, num_perm=64, previous_signatures=str(full / "tables" / "signatures"))
+    with pytest.raises(UserError, match="no signatures table"):
+        run_dedup(spark, tmp_path, previous_signatures=str(tmp_path / "nowhere"))
