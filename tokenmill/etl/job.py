@@ -49,10 +49,15 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
     n_raw = sum(n for n, _ in ingest_counts.values())
     n_docs, text_bytes = ingest_counts.get(None, (0, 0))
 
-    documents = ctx.read("documents")
-    parts = _partitions(spark, int(text_bytes), cfg.partitions)
+    # Clean straight from the cached raw rows (same rows as documents): no re-read.
+    # Spread them over the cores when ingest made too few partitions (one big file).
+    documents = raw.where(F.col("reason").isNull())
+    parts = documents.rdd.getNumPartitions()
+    wanted = _partitions(spark, int(text_bytes), cfg.partitions)
+    if parts < spark.sparkContext.defaultParallelism or cfg.partitions:
+        documents, parts = documents.repartition(wanted), wanted
     with SparkProgress(spark, "etl: clean + PII", text_bytes):
-        out = clean_and_redact(documents.repartition(parts), cfg).persist(StorageLevel.MEMORY_AND_DISK)
+        out = clean_and_redact(documents, cfg).persist(StorageLevel.MEMORY_AND_DISK)
         v_clean = ctx.write(out.where(F.col("reason").isNull()).select(*CLEAN_COLUMNS), "clean")
         clean_counts = {r["reason"]: r["n"] for r in out.groupBy("reason").agg(F.count("*").alias("n")).collect()}
         pii = {r["key"]: int(r["n"]) for r in out.select(F.explode("pii")).groupBy("key").agg(
