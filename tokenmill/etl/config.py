@@ -111,7 +111,8 @@ class PiiConfig:
     # An installed spaCy model (package name or path) adds its NER entities; None: patterns only.
     ner_model: str | None = None
     ner_entities: tuple[str, ...] = ("PERSON", "LOCATION")
-    # Characters of context around each candidate span handed to presidio.
+    # Characters of context handed to presidio around candidates whose PII can reach
+    # past the trigger (IBAN country code before its account number).
     window: int = 48
 
     def __post_init__(self):

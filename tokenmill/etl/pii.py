@@ -37,19 +37,39 @@ os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 
 # What could be PII of each type: cheap regexes, each run once over the whole text.
 # Python's re is fast on a literal first character and slow on alternations, so
-# they stay separate and simple. IBANs are found through the digit runs of their
-# account numbers (every BBAN has 5+ digits in a row), the window reaching the
-# country code.
+# they stay separate and simple.
 DIGIT_RUN = r"\d[\d\s().+\-/]{4,}"  # phones, cards, SSNs, IPv4, IBAN account numbers
-TRIGGERS: dict[str, tuple[str, ...]] = {
-    "EMAIL_ADDRESS": (r"@\w",),
-    "PHONE_NUMBER": (DIGIT_RUN,),
-    "CREDIT_CARD": (DIGIT_RUN,),
-    "US_SSN": (DIGIT_RUN,),
-    "IBAN_CODE": (DIGIT_RUN,),
-    "IP_ADDRESS": (DIGIT_RUN, r"::", r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:"),
-    "CRYPTO": (r"[13][a-zA-HJ-NP-Z0-9]{25}", r"bc1[a-zA-HJ-NP-Z0-9]{25}"),
-    "URL": (r"://", r"www\.", r"\w\.[a-zA-Z]{2,}"),
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Where a recognizer must look: around matches of ``patterns``.
+
+    ``margin`` characters are added on each side (``None``: the config's
+    ``window``); ``widen`` then grows the window to whitespace, so the
+    recognizers' word-boundary rules see the same neighbours as in the whole
+    text. Without ``widen`` the margin itself supplies those neighbours: the
+    digit-run recognizers' patterns lie inside the run.
+    """
+
+    patterns: tuple[str, ...]
+    margin: int | None
+    widen: bool
+
+
+DIGITS_TIGHT = Trigger((DIGIT_RUN,), 2, False)
+TRIGGERS: dict[str, tuple[Trigger, ...]] = {
+    "EMAIL_ADDRESS": (Trigger((r"@\w",), 0, True),),
+    # phonenumbers (8 regions) is the costliest recognizer: give it only the runs.
+    "PHONE_NUMBER": (DIGITS_TIGHT,),
+    "CREDIT_CARD": (DIGITS_TIGHT,),
+    "US_SSN": (DIGITS_TIGHT,),
+    # An IBAN is found through the digit run of its account number (every BBAN
+    # has 5+ digits in a row); the window reaches back to the country code.
+    "IBAN_CODE": (Trigger((DIGIT_RUN,), None, True),),
+    "IP_ADDRESS": (DIGITS_TIGHT, Trigger((r"::", r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:"), 0, True)),
+    "CRYPTO": (Trigger((r"[13][a-zA-HJ-NP-Z0-9]{25}", r"bc1[a-zA-HJ-NP-Z0-9]{25}"), 0, True),),
+    "URL": (Trigger((r"://", r"www\.", r"\w\.[a-zA-Z]{2,}"), 0, True),),
 }
 # A digit run is a candidate when it holds 5+ digits or looks like a dotted quad.
 MIN_RUN_DIGITS = 5
@@ -57,6 +77,7 @@ NER_LABELS = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LO
               "ORG": "ORGANIZATION", "NORP": "NRP"}
 NER_SCORE = 0.85
 NER_CHUNK = 100_000
+MEMO_SIZE = 200_000  # windows remembered per worker (short strings: a few tens of MB at most)
 MAX_WIDEN = 256  # how far a window may grow to reach whitespace
 
 
@@ -82,7 +103,7 @@ def _recognizers(pcfg: PiiConfig) -> list:
 
     make = {
         "EMAIL_ADDRESS": EmailRecognizer,
-        "PHONE_NUMBER": lambda: PhoneRecognizer(supported_regions=tuple(pcfg.phone_regions)),
+        "PHONE_NUMBER": lambda: RegionPhones(PhoneRecognizer, pcfg.phone_regions),
         "CREDIT_CARD": CreditCardRecognizer,
         "IP_ADDRESS": IpRecognizer,
         "IBAN_CODE": IbanRecognizer,
@@ -91,6 +112,30 @@ def _recognizers(pcfg: PiiConfig) -> list:
         "URL": UrlRecognizer,
     }
     return [(entity, make[entity]()) for entity in pcfg.entities]
+
+
+class RegionPhones:
+    """presidio's PhoneRecognizer, one per region, run only where the window holds
+    enough digits for a number of that region (e.g. US needs 10): phone parsing
+    in every region is the costliest step, and a region whose shortest number is
+    longer than all the digits in the window cannot match there."""
+
+    def __init__(self, make, regions: tuple[str, ...]):
+        import phonenumbers
+
+        self.by_region = []
+        for region in regions:
+            meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+            shortest = min(meta.general_desc.possible_length) if meta and meta.general_desc.possible_length else 1
+            self.by_region.append((shortest, make(supported_regions=(region,))))
+
+    def analyze(self, text: str, entities, nlp_artifacts=None):
+        digits = sum(c.isdigit() for c in text)
+        out = []
+        for shortest, rec in self.by_region:
+            if digits >= shortest:
+                out += rec.analyze(text, entities, nlp_artifacts)
+        return out
 
 
 def _load_ner(model: str):
@@ -111,53 +156,61 @@ class Redactor:
     def __init__(self, pcfg: PiiConfig):
         self.cfg = pcfg
         self.recognizers = _recognizers(pcfg) if pcfg.enabled else []
-        patterns = sorted({t for e, _ in self.recognizers for t in TRIGGERS[e]})
-        self.triggers = [(re.compile(t), t == DIGIT_RUN) for t in patterns]
+        self.patterns = {p: re.compile(p) for e, _ in self.recognizers for t in TRIGGERS[e] for p in t.patterns}
+        self._memo: dict[tuple[str, str], tuple] = {}
         self.nlp = _load_ner(pcfg.ner_model) if pcfg.enabled and pcfg.ner_model else None
         self.placeholders = dict(pcfg.placeholders)
 
     # --- finding -------------------------------------------------------------------
 
-    def windows(self, text: str) -> list[tuple[int, int]]:
-        """Merged [start, end) stretches around trigger matches, widened to whitespace."""
-        w = self.cfg.window
+    def _hits(self, text: str) -> dict[str, list[tuple[int, int]]]:
+        """Spans of each trigger pattern in text (digit runs: only the candidates)."""
+        hits = {}
+        for source, pattern in self.patterns.items():
+            spans = [m.span() for m in pattern.finditer(text)
+                     if source != DIGIT_RUN or _digit_candidate(m.group())]
+            hits[source] = spans
+        return hits
+
+    def windows(self, text: str, entity: str | None = None,
+                hits: dict[str, list[tuple[int, int]]] | None = None) -> list[tuple[int, int]]:
+        """Merged [start, end) windows where ``entity`` (default: any configured one) may be."""
+        hits = self._hits(text) if hits is None else hits
+        entities = [entity] if entity else [e for e, _ in self.recognizers]
         n = len(text)
-        hits: list[tuple[int, int]] = []
-        for pattern, is_digit_run in self.triggers:
-            for m in pattern.finditer(text):
-                if is_digit_run and not _digit_candidate(m.group()):
-                    continue
-                hits.append((max(0, m.start() - w), min(n, m.end() + w)))
-        if not hits:
-            return []
-        hits.sort()
-        out: list[list[int]] = []
-        for s, e in hits:
-            if out and s <= out[-1][1]:
-                out[-1][1] = max(out[-1][1], e)
-            else:
-                out.append([s, e])
-        widened: list[tuple[int, int]] = []
-        for s, e in out:
-            s, e = _widen(text, s, e)
-            if widened and s <= widened[-1][1]:
-                widened[-1] = (widened[-1][0], max(widened[-1][1], e))
-            else:
-                widened.append((s, e))
-        return widened
+        spans = []
+        for trigger in {t for e in entities for t in TRIGGERS[e]}:
+            margin = self.cfg.window if trigger.margin is None else trigger.margin
+            for p in trigger.patterns:
+                for s, e in hits[p]:
+                    s, e = max(0, s - margin), min(n, e + margin)
+                    spans.append(_widen(text, s, e) if trigger.widen else (s, e))
+        return _merge(spans)
 
     def find(self, text: str) -> list[Finding]:
         """All findings (overlaps included), like presidio's analyze() on the whole text."""
         found: set[Finding] = set()
-        for s, e in self.windows(text):
-            window = text[s:e]
-            for entity, rec in self.recognizers:
-                for r in rec.analyze(window, [entity], None):
-                    if r.score >= self.cfg.score_threshold and r.score > 0:
-                        found.add(Finding(s + r.start, s + r.end, r.entity_type, float(r.score)))
+        hits = self._hits(text) if self.recognizers else {}
+        for entity, rec in self.recognizers:
+            for s, e in self.windows(text, entity, hits):
+                for start, end, kind, score in self._analyze(entity, rec, text[s:e]):
+                    if score >= self.cfg.score_threshold and score > 0:
+                        found.add(Finding(s + start, s + end, kind, score))
         if self.nlp is not None:
             found.update(self._ner(text))
         return _remove_contained(sorted(found))
+
+    def _analyze(self, entity: str, rec, window: str) -> tuple:
+        """presidio's findings in one window, remembered: dates, versions and the
+        like repeat across documents, and phone parsing (8 regions) is costly."""
+        key = (entity, window)
+        found = self._memo.get(key)
+        if found is None:
+            found = tuple((r.start, r.end, r.entity_type, float(r.score)) for r in rec.analyze(window, [entity], None))
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = found
+        return found
 
     def _ner(self, text: str) -> list[Finding]:
         wanted = set(self.cfg.ner_entities)
@@ -190,6 +243,16 @@ class Redactor:
             counts[f.entity] = counts.get(f.entity, 0) + 1
         parts.append(text[pos:])
         return "".join(parts), counts
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
 
 
 def _digit_candidate(run: str) -> bool:
