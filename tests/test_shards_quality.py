@@ -23,3 +23,14 @@ def test_share_deviation_of_sorted_and_shuffled_orders():
 def test_val_count():
     assert [val_count(n, 0.01) for n in (0, 1, 2, 150, 1000)] == [0, 0, 1, 2, 10]
     assert val_count(1000, 0.0) == 0
+
+
+def test_place_buckets_gives_each_bucket_its_own_partition(spark):
+    from pyspark.sql import functions as F
+
+    from tokenmill.tokenize.pack import place_buckets
+
+    df = spark.range(0, 700).withColumn("b", (F.col("id") % 7).cast("int"))
+    placed = place_buckets(df, F.col("b"), 7)
+    per_partition = placed.rdd.mapPartitions(lambda rows: [sorted({r.b for r in rows})]).collect()
+    assert per_partition == [[b] for b in range(7)]

@@ -46,11 +46,11 @@ def _docs() -> list[tuple]:
     return rows
 
 
-def _run(spark, out: Path, clean_df=None, force=False):
+def _run(spark, out: Path, clean_df=None, force=False, stages=("tokenize", "shards")):
     if clean_df is not None:
         tables.write(clean_df, str(out / "tables" / "clean"))
     cfg = from_dict(RunConfig, {**CONFIG, "output": str(out)})
-    return run_stages(spark, cfg, ["tokenize", "shards"], force=force)
+    return run_stages(spark, cfg, list(stages), force=force)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -208,31 +208,40 @@ def test_same_input_other_partitioning_gives_identical_shards(first, spark, tmp_
     _run(spark, other, df)
     assert _files(other / "shards") == reference
     # A forced rerun replaces the shards cleanly: same bytes, no staging left behind.
-    _run(spark, other, force=True)
+    _run(spark, other, force=True, stages=["shards"])
     assert _files(other / "shards") == reference
     assert sorted(p.name for p in other.iterdir() if p.name.startswith(".")) == []
 
 
 def test_sigkill_mid_stage_then_restart_gives_same_shards(first, tmp_path):
     out, _, reference = first
+    # Start from the first run's tokenize outputs, so the run goes straight to shards.
     target = tmp_path / "out"
-    shutil.copytree(out / "tables" / "clean", target / "tables" / "clean")
+    for name in ("clean", "sequences"):
+        shutil.copytree(out / "tables" / name, target / "tables" / name)
+    shutil.copyfile(out / "tokenizer.json", target / "tokenizer.json")
+    shutil.copyfile(out / "manifest.json", target / "manifest.json")
+    Manifest.load(target).forget("shards")
     config = tmp_path / "run.yaml"
     config.write_text(json.dumps(CONFIG))
     cmd = [sys.executable, "-m", "tokenmill.cli", "run", "--stages", "tokenize,shards",
            "--config", str(config), "--output", str(target)]
     env = {**os.environ, "TOKENMILL_SPARK_CORES": "2", "TOKENMILL_PROGRESS_S": "0"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killed_in = None
+    killed = False
     for line in proc.stderr:
-        if "[tokenize] started" in line:  # mid-stage: encoding and packing under way
+        if "[shards] started" in line:  # mid-stage: shuffle and MDS writers under way
             time.sleep(1.0)
-            killed_in = "tokenize"
             proc.send_signal(signal.SIGKILL)
+            killed = True
             break
     proc.wait(timeout=120)
-    assert killed_in == "tokenize" and proc.returncode == -signal.SIGKILL
-    assert "tokenize" not in Manifest.load(target).stages
+    assert killed and proc.returncode == -signal.SIGKILL
+    stages = Manifest.load(target).stages
+    assert "tokenize" in stages and "shards" not in stages
+    assert not (target / "shards").exists()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "[tokenize] up to date, skipped" in done.stderr
     assert _files(target / "shards") == reference
+    assert sorted(p.name for p in target.iterdir() if p.name.startswith(".")) == []

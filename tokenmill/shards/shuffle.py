@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from tokenmill.tokenize.pack import place_buckets
+
 SPLITS = ("train", "val")
 
 
@@ -59,22 +61,6 @@ def auto_parts(n_seqs: int, bytes_per_seq: int, default_parallelism: int, target
     return max(1, min(wanted, n_seqs))
 
 
-def partition_labels(spark, n: int) -> list[int]:
-    """For each bucket b < n, a long whose Spark hash partition among n is b.
-
-    ``repartition(n, label)`` then puts each bucket in its own partition: exact
-    placement without the sampling pass (a full scan) that range partitioning
-    needs. Were Spark's hash to change, buckets could share a partition: the
-    writer handles that, only parallelism would suffer.
-    """
-    from pyspark.sql import functions as F
-
-    rows = (spark.range(0, 64 * n).select("id", F.expr(f"pmod(hash(id), {n})").alias("p"))
-            .groupBy("p").agg(F.min("id").alias("id")).collect())
-    found = {r.p: r.id for r in rows}
-    return [found.get(b, b) for b in range(n)]
-
-
 def shuffle(df, seed: int, val_fraction: float, train_parts: int, val_parts: int, n: int):
     """(seq_id, tokens, source) -> rows clustered by (split, part), in key order within."""
     from pyspark.sql import functions as F
@@ -82,11 +68,9 @@ def shuffle(df, seed: int, val_fraction: float, train_parts: int, val_parts: int
     keyed = add_keys(df, seed)
     split = assign_split(keyed, val_count(n, val_fraction))
     parted = assign_parts(split, {"train": train_parts, "val": val_parts})
-    buckets = train_parts + val_parts
     bucket = F.when(F.col("split") == "val", F.col("part") + train_parts).otherwise(F.col("part"))
-    labels = F.array(*[F.lit(v) for v in partition_labels(df.sparkSession, buckets)])
-    placed = parted.withColumn("label", F.element_at(labels, bucket + 1))
-    return placed.repartition(buckets, "label").sortWithinPartitions("split", "part", "key")
+    placed = place_buckets(parted, bucket, train_parts + val_parts)
+    return placed.sortWithinPartitions("split", "part", "key")
 
 
 def max_share_deviation(codes: np.ndarray, n_sources: int, window: int) -> tuple[float, int | None]:

@@ -159,13 +159,44 @@ def assign_groups(encoded, groups: int):
     return encoded.withColumn("group", F.pmod(F.xxhash64(F.col("id")), F.lit(groups)).cast("int"))
 
 
+def partition_labels(spark, n: int) -> list[int]:
+    """For each bucket b < n, a long whose Spark hash partition among n is b.
+
+    ``repartition(n, label)`` then puts each bucket in its own partition: exact
+    placement without the sampling pass (a full scan) that range partitioning
+    needs. Were Spark's hash to change, buckets could share a partition: the
+    consumers (packer, MDS writer) handle that; only parallelism would suffer.
+    """
+    from pyspark.sql import functions as F
+
+    rows = (spark.range(0, 64 * n).select("id", F.expr(f"pmod(hash(id), {n})").alias("p"))
+            .groupBy("p").agg(F.min("id").alias("id")).collect())
+    found = {r.p: r.id for r in rows}
+    return [found.get(b, b) for b in range(n)]
+
+
+def place_buckets(df, bucket, n: int):
+    """Repartition into n partitions with bucket b (an int column in [0, n)) in partition b.
+
+    Unlike ``repartitionByRange`` this needs no sampling pass, which would run
+    the whole upstream plan (e.g. the tokenizer) one extra time.
+    """
+    from pyspark.sql import functions as F
+
+    labels = F.array(*[F.lit(v).cast("long") for v in partition_labels(df.sparkSession, n)])
+    return (df.withColumn("_label", F.element_at(labels, bucket + 1))
+              .repartition(n, "_label").drop("_label"))
+
+
 def pack_sequences(encoded, seq_len: int, groups: int):
     """(id, source, tokens) -> packed rows (seq_id, tokens, source, stat).
 
     Rows with ``stat`` set are per-group statistics; the others are sequences.
     """
+    from pyspark.sql import functions as F
+
     grouped = assign_groups(encoded, groups)
-    ordered = grouped.repartitionByRange(groups, "group").sortWithinPartitions("group", "id")
+    ordered = place_buckets(grouped, F.col("group"), groups).sortWithinPartitions("group", "id")
     return ordered.select("group", "id", "source", "tokens").mapInArrow(make_packer(seq_len), PACKED_SCHEMA)
 
 
