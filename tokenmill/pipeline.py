@@ -106,7 +106,9 @@ def is_up_to_date(ctx: StageContext, stage: str) -> bool:
     rec = ctx.manifest.stages.get(stage)
     if rec is None or rec.config_hash != stage_config_hash(ctx.cfg, stage):
         return False
-    recorded = {**rec.inputs, **rec.outputs}
+    # rejects is shared: every stage replaces only its own rows, which bumps the
+    # version for the others, so its version says nothing about one stage.
+    recorded = {t: sig for t, sig in {**rec.inputs, **rec.outputs}.items() if t != REJECTS}
     return bool(rec.outputs) and all(ctx.signature(t) == sig for t, sig in recorded.items())
 
 
