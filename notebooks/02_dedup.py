@@ -1,0 +1,132 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 02 · Dedup: exact and near duplicates
+# MAGIC
+# MAGIC Reads `clean` and removes
+# MAGIC
+# MAGIC - **exact duplicates**: same hash of the normalised text (case and whitespace folded);
+# MAGIC - **near duplicates**: MinHash signatures over word 5-grams, LSH bands pick candidate pairs,
+# MAGIC   pairs are verified against the Jaccard threshold, and connected components (computed in
+# MAGIC   Spark) form clusters. One document per cluster is kept: the highest `quality`, then the longest.
+# MAGIC
+# MAGIC Phases write their own tables, so each can be inspected: `signatures`, `dup_clusters`
+# MAGIC (one row per document in a cluster of two or more), then `deduped`. Removed documents go to
+# MAGIC `rejects` with reason `duplicate_exact` or `duplicate_near` and the id of their cluster.
+
+# COMMAND ----------
+
+dbutils.widgets.text("output", "/Volumes/main/tokenmill/data/out", "Output folder (as in 01_etl)")
+dbutils.widgets.text("catalog_schema", "", "Stage tables in catalog.schema (empty: OUT/tables)")
+dbutils.widgets.text("config", "", "Run config YAML (empty: defaults)")
+dbutils.widgets.text("overrides", "", "Overrides: field=value; field=value (e.g. dedup.threshold=0.7)")
+dbutils.widgets.dropdown("force", "false", ["false", "true"], "Rerun even when up to date")
+
+# COMMAND ----------
+
+import yaml
+
+from tokenmill import tables
+from tokenmill.config import load_run_config
+
+overrides = {
+    key.strip(): yaml.safe_load(value)
+    for key, value in (item.split("=", 1) for item in dbutils.widgets.get("overrides").split(";") if item.strip())
+}
+overrides["output"] = dbutils.widgets.get("output")
+overrides["catalog_schema"] = dbutils.widgets.get("catalog_schema") or None
+cfg = load_run_config(dbutils.widgets.get("config") or None, overrides)
+force = dbutils.widgets.get("force") == "true"
+
+
+def location(name):
+    return tables.stage_location(cfg.output, name, cfg.catalog_schema)
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Run the stage
+
+# COMMAND ----------
+
+from tokenmill.pipeline import run_stages
+
+manifest = run_stages(spark, cfg, ["dedup"], force=force)
+rec = manifest.stages["dedup"]
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## How much was removed, and from where
+
+# COMMAND ----------
+
+import pandas as pd
+
+x = rec.extra
+display(pd.DataFrame([{
+    "documents in": rec.rows_in,
+    "kept": rec.rows_out,
+    **{reason: n for reason, n in rec.dropped.items()},
+    "clusters": x.get("clusters"),
+    "LSH bands x rows": f"{x.get('bands')} x {x.get('rows')}",
+    "Jaccard threshold": x.get("threshold"),
+}]))
+removed = x.get("removed_by_source") or {}
+display(pd.DataFrame(
+    [{"source": s, **kinds} for s, kinds in sorted(removed.items())]
+).fillna(0) if removed else pd.DataFrame(columns=["source"]))
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC The LSH S-curve: the probability that a pair with Jaccard similarity *s* becomes a candidate.
+# MAGIC A steep rise around the threshold means few missed duplicates and few wasted comparisons.
+
+# COMMAND ----------
+
+import matplotlib.pyplot as plt
+
+curve = {float(k): v for k, v in (x.get("s_curve") or {}).items()}
+if curve:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(sorted(curve), [curve[k] for k in sorted(curve)], "o-", color="#3b6ea8")
+    ax.axvline(x["threshold"], color="#c4484f", linestyle="--", label=f"threshold {x['threshold']}")
+    ax.set_xlabel("Jaccard similarity")
+    ax.set_ylabel("P(candidate)")
+    ax.legend()
+    display(fig)
+    plt.close(fig)
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Duplicate clusters
+# MAGIC Cluster sizes, then the largest clusters side by side: the kept document first.
+
+# COMMAND ----------
+
+from pyspark.sql import functions as F
+
+clusters = tables.read(spark, location("dup_clusters"))
+sizes = clusters.select("cluster_id", "cluster_size").distinct().groupBy("cluster_size").count().orderBy("cluster_size")
+display(sizes)
+hist = sizes.toPandas()
+if len(hist):
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(hist["cluster_size"].astype(str), hist["count"], color="#c4484f")
+    ax.set_xlabel("documents in the cluster")
+    ax.set_ylabel("clusters")
+    display(fig)
+    plt.close(fig)
+
+# COMMAND ----------
+
+clean = tables.read(spark, location("clean"))
+largest = [r["cluster_id"] for r in
+           clusters.select("cluster_id", "cluster_size").distinct().orderBy(F.desc("cluster_size"), "cluster_id").limit(3).collect()]
+display(
+    clusters.where(F.col("cluster_id").isin(largest)).select("cluster_id", "kind", "kept", "id")
+    .join(clean.select("id", "source", "quality", F.substring("text", 1, 200).alias("text")), "id")
+    .select("cluster_id", "kind", "kept", "id", "source", "quality", "text")
+    .orderBy("cluster_id", F.desc("kept"), "id")
+)
