@@ -119,3 +119,19 @@ def test_prune_keeps_the_last_k(tmp_path):
     prune(tmp_path, keep_last=2)
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000015", "step_00000020"]
     assert not (tmp_path / "step_00000025.tmp").exists()
+
+
+def test_train_split_smaller_than_a_global_batch_is_rejected(tmp_path):
+    info = data.read_manifest(str(manifest_dir(tmp_path)), tmp_path / "cache")  # 8 train sequences
+    data.check_split_sizes(info, global_batch_size=8)
+    with pytest.raises(UserError, match=r"has 8 sequences, fewer than global_batch_size \(16\)"):
+        data.check_split_sizes(info, global_batch_size=16)
+
+
+@pytest.mark.parametrize(
+    "location, remote",
+    [("s3://bucket/shards", True), ("dbfs:/Volumes/c/s/v/shards", True), ("gs://b/x", True),
+     ("/Volumes/c/s/v/shards", False), ("build/demo/out/shards", False), ("file:///tmp/shards", False)],
+)
+def test_remote_shard_locations_are_recognized(location, remote):
+    assert data.is_remote(location) is remote

@@ -3,10 +3,13 @@ epoch resumes into the next epoch with the same samples and weights."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.distributed as dist
 
+from tokenmill.errors import UserError
 from tokenmill.train import loop
 from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, TrainConfig
 from tokenmill.train.fixture import write_fixture
@@ -21,11 +24,12 @@ def run_one_rank(monkeypatch, cfg: TrainConfig) -> loop.Trainer:
         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
     }.items():
         monkeypatch.setenv(name, value)
-    trainer = loop.Trainer(cfg)
     try:
+        trainer = loop.Trainer(cfg)
         trainer.run()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return trainer
 
 
@@ -66,3 +70,10 @@ def test_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(shards, tmp_pa
 def _local(param: torch.Tensor) -> torch.Tensor:
     """On one rank the local shard is the whole tensor."""
     return param.to_local() if hasattr(param, "to_local") else param
+
+
+def test_resume_with_another_model_is_a_clear_error(shards, tmp_path, monkeypatch):
+    run_one_rank(monkeypatch, config(shards, tmp_path, max_steps=2))
+    bigger = dataclasses.replace(config(shards, tmp_path, max_steps=4), model=ModelSpec(d_model=64, n_layers=1, n_heads=2))
+    with pytest.raises(UserError, match="was trained with a different model config"):
+        run_one_rank(monkeypatch, bigger)

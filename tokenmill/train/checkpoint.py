@@ -115,6 +115,10 @@ def prune(root: Path, keep_last: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_trainer_state(path: Path) -> dict:
+    return torch.load(path / TRAINER_STATE, weights_only=False)
+
+
 def load(path: Path, model, optimizer) -> dict:
     """Load model + optimizer (resharded to this world size) and RNG; return trainer state."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
@@ -124,7 +128,7 @@ def load(path: Path, model, optimizer) -> dict:
     rng_file = path / f"rng_rank{dist.get_rank()}.pt"
     if rng_file.exists():  # absent when resuming on more ranks than were saved
         set_rng_state(torch.load(rng_file, weights_only=False))
-    return torch.load(path / TRAINER_STATE, weights_only=False)
+    return read_trainer_state(path)
 
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ class ShardsInfo:
 
 
 def is_remote(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
+    """s3://, gs://, dbfs:/, ... are remote; plain paths and file:// are local."""
+    scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]+):/", location)
+    return scheme is not None and scheme.group(1) != "file"
 
 
 def local_path(location: str) -> str:
@@ -115,6 +118,18 @@ def resolve_model(spec: ModelSpec, info: ShardsInfo) -> ModelConfig:
     return model_config(spec, info.vocab_size, info.seq_len)
 
 
+def check_split_sizes(info: ShardsInfo, global_batch_size: int) -> None:
+    """One optimizer step needs global_batch_size train sequences; eval needs one val sequence."""
+    train = int(info.splits["train"].get("sequences", 0))
+    if train < global_batch_size:
+        raise UserError(
+            f"the train split of {info.root} has {train} sequences, fewer than global_batch_size "
+            f"({global_batch_size}): lower global_batch_size or make more data"
+        )
+    if int(info.splits["val"].get("sequences", 0)) < 1:
+        raise UserError(f"the val split of {info.root} is empty: rebuild the shards with a val fraction > 0")
+
+
 def set_local_topology() -> None:
     """Recompute LOCAL_RANK / LOCAL_WORLD_SIZE from the hosts of all ranks.
 
@@ -152,8 +167,13 @@ def build_loader(
     split: str,
     batch_size: int,
     shuffle: bool,
+    drop_last: bool = True,
 ):
-    """StreamingDataLoader over one split; batch_size is per rank."""
+    """StreamingDataLoader over one split; batch_size is per rank.
+
+    Training drops a last partial batch (every step has the full global
+    batch); eval keeps it, so a small val split still gets evaluated.
+    """
     from streaming import StreamingDataLoader, StreamingDataset
 
     if is_remote(info.root):
@@ -174,9 +194,7 @@ def build_loader(
         batch_size=batch_size,
         collate_fn=collate,
         num_workers=cfg.num_workers,
-        # Keep workers alive between epochs/evals only when there are any.
-        persistent_workers=False,
-        drop_last=True,
+        drop_last=drop_last,
     )
 
 

@@ -28,14 +28,12 @@ def run_dir_of(checkpoint_dir: Path) -> Path:
 
 def load_from_checkpoint(path: Path):
     """(model on CPU in eval mode, trainer state) from a checkpoint or run dir."""
-    import torch
-
-    from tokenmill.train.checkpoint import TRAINER_STATE, load_model_weights, resolve_checkpoint
+    from tokenmill.train.checkpoint import load_model_weights, read_trainer_state, resolve_checkpoint
     from tokenmill.train.config import ModelConfig
     from tokenmill.train.model import GPT
 
     ckpt = resolve_checkpoint(path)
-    state = torch.load(ckpt / TRAINER_STATE, weights_only=False)
+    state = read_trainer_state(ckpt)
     model = GPT(ModelConfig(**state["model_config"]))
     load_model_weights(ckpt, model)
     state["checkpoint"] = ckpt

@@ -55,6 +55,7 @@ def check(cfg: TrainConfig, nproc: int) -> None:
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cfg.run_path / "cache"
     info = data.read_manifest(cfg.data.shards, cache)
     data.resolve_model(cfg.model, info)
+    data.check_split_sizes(info, cfg.global_batch_size)
     cfg.grad_accum(nproc)
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")

@@ -80,6 +80,7 @@ class Trainer:
             clean_stale_shared_memory()
         self.info = data.read_manifest(cfg.data.shards, self.cache_dir)
         self.model_cfg = data.resolve_model(cfg.model, self.info)
+        data.check_split_sizes(self.info, cfg.global_batch_size)
         self.accum = cfg.grad_accum(self.d.world_size)
         seed_everything(cfg.seed + self.d.rank)
         cuda = self.d.device.type == "cuda"
@@ -93,7 +94,9 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.loader = data.build_loader(self.info, cfg.data, self.cache_dir, "train", cfg.micro_batch_size, True)
-        self.val_loader = data.build_loader(self.info, cfg.data, self.cache_dir, "val", cfg.micro_batch_size, False)
+        self.val_loader = data.build_loader(
+            self.info, cfg.data, self.cache_dir, "val", cfg.micro_batch_size, shuffle=False, drop_last=False
+        )
         self.ckpt_root = self.run_dir / "checkpoints"
         self.step = 0
         self.tokens = 0
@@ -115,12 +118,12 @@ class Trainer:
                 device=str(self.d.device),
             )
             return
-        state = checkpoint.load(latest, self.model, self.optimizer)
-        if state["model_config"] != to_dict(self.model_cfg):
+        if checkpoint.read_trainer_state(latest)["model_config"] != to_dict(self.model_cfg):
             raise UserError(
                 f"checkpoint {latest} was trained with a different model config; "
                 f"use a new run_dir or restore the model section"
             )
+        state = checkpoint.load(latest, self.model, self.optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["loader"])
         self.step, self.tokens = state["step"], state["tokens"]
@@ -235,9 +238,14 @@ class Trainer:
     # ----- the loop -----------------------------------------------------
     def micro_batches(self):
         """Endless micro-batches; a new epoch starts when the loader runs out."""
+        empty_epochs = 0  # one is normal: resuming exactly at the end of an epoch
         while True:
+            empty_epochs += 1
             for batch in self.loader:
+                empty_epochs = 0
                 yield batch
+            if empty_epochs > 1:
+                raise UserError(f"the train split of {self.info.root} gives no batch of {self.cfg.micro_batch_size}")
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -304,8 +312,14 @@ def _flat_params(cfg: TrainConfig, model_cfg) -> dict[str, str]:
 
 def train(cfg: TrainConfig) -> dict:
     """Train in this process (one rank); tears the process group down at the end."""
+    trainer = None
     try:
-        return Trainer(cfg).run()
+        trainer = Trainer(cfg)
+        return trainer.run()
+    except Exception as exc:
+        if trainer is not None and not isinstance(exc, NonFiniteError):  # that one is logged already
+            trainer.log.event("failure", step=trainer.step, error=f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
