@@ -1,5 +1,5 @@
-"""Runs longer than one epoch: a checkpoint taken exactly at the end of an
-epoch resumes into the next epoch with the same samples and weights."""
+"""Runs longer than one epoch: a run stopped (stop_at_step) exactly at the end
+of an epoch resumes into the next epoch with the same samples and weights."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from tokenmill.errors import UserError
 from tokenmill.train import loop
-from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, TrainConfig
+from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, OptimConfig, TrainConfig
 from tokenmill.train.fixture import write_fixture
 from tokenmill.train.fsdp import free_port
 from tokenmill.train.runlog import read_jsonl
@@ -39,8 +39,10 @@ def shards(tmp_path_factory):
     return write_fixture(tmp_path_factory.mktemp("shards"), n_train=48, n_val=8, seq_len=16)
 
 
-def config(shards, run_dir, max_steps) -> TrainConfig:
+def config(shards, run_dir, max_steps, stop_at_step=None) -> TrainConfig:
     return TrainConfig(
+        stop_at_step=stop_at_step,
+        optim=OptimConfig(warmup_steps=2),  # so the schedule depends on max_steps
         model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
         data=DataConfig(shards=str(shards), clean_stale_shm=False),
         checkpoint=CheckpointConfig(every_steps=6, keep_last=5),
@@ -51,11 +53,13 @@ def config(shards, run_dir, max_steps) -> TrainConfig:
 
 def test_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(shards, tmp_path, monkeypatch):
     straight = run_one_rank(monkeypatch, config(shards, tmp_path / "a", max_steps=15))
-    run_one_rank(monkeypatch, config(shards, tmp_path / "b", max_steps=6))  # stops at the epoch end
+    run_one_rank(monkeypatch, config(shards, tmp_path / "b", max_steps=15, stop_at_step=6))  # at the epoch end
     resumed = run_one_rank(monkeypatch, config(shards, tmp_path / "b", max_steps=15))
 
     events = read_jsonl(tmp_path / "b" / "events.jsonl")
-    assert [e["step"] for e in events if e["event"] == "resume"] == [6]
+    assert [(e["event"], e["step"]) for e in events if e["event"] in ("stopped", "resume", "end")] == [
+        ("stopped", 6), ("resume", 6), ("end", 15)
+    ]
     a, b = (read_jsonl(tmp_path / run / "samples" / "rank0.jsonl") for run in ("a", "b"))
     assert [r["step"] for r in b] == list(range(1, 16))
     assert [r["ids"] for r in a] == [r["ids"] for r in b]

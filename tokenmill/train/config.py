@@ -148,6 +148,9 @@ class TrainConfig:
     run_dir: str = "runs/tiny"
     seed: int = 1234
     max_steps: int = 100
+    # End this run at this step (with a checkpoint) while the schedule still
+    # runs to max_steps: for time-limited jobs; the next run resumes.
+    stop_at_step: Optional[int] = None
     global_batch_size: int = 8  # sequences per optimizer step, all ranks together
     micro_batch_size: int = 4  # sequences per forward pass on one rank
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
@@ -164,6 +167,11 @@ class TrainConfig:
 
     def __post_init__(self):
         require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        require(
+            self.stop_at_step is None or self.stop_at_step >= 1,
+            "stop_at_step",
+            f"must be >= 1 or null, got {self.stop_at_step}",
+        )
         require(self.global_batch_size >= 1, "global_batch_size", f"must be >= 1, got {self.global_batch_size}")
         require(self.micro_batch_size >= 1, "micro_batch_size", f"must be >= 1, got {self.micro_batch_size}")
         require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")

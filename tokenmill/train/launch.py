@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", help="shards dir or URI (overrides data.shards)")
     parser.add_argument("--run-dir", help="where checkpoints and logs go (overrides run_dir)")
     parser.add_argument("--max-steps", type=int, help="overrides max_steps")
+    parser.add_argument(
+        "--stop-at-step", type=int, help="end this run at that step with a checkpoint (schedule unchanged); rerun to resume"
+    )
     parser.add_argument("--nproc", type=int, default=None, help="ranks on this machine (default: GPUs, or 1 on CPU)")
     parser.add_argument("--max-restarts", type=int, default=0, help="torchrun restarts after a rank fails")
     parser.add_argument("--spark", action="store_true", help="launch the ranks with pyspark's TorchDistributor")
@@ -42,7 +45,10 @@ def inside_torchrun() -> bool:
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     cfg = load_config(args.config)
-    overrides = {"data.shards": args.shards, "run_dir": args.run_dir, "max_steps": args.max_steps}
+    overrides = {
+        "data.shards": args.shards, "run_dir": args.run_dir, "max_steps": args.max_steps,
+        "stop_at_step": args.stop_at_step,
+    }
     return replace(cfg, overrides)
 
 

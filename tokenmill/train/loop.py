@@ -187,9 +187,13 @@ class Trainer:
         self.log.metrics(self.step, result)
         return result
 
+    def last_step(self) -> int:
+        """Where this run ends: max_steps, or earlier with stop_at_step."""
+        return min(self.cfg.max_steps, self.cfg.stop_at_step or self.cfg.max_steps)
+
     def should_save(self, last_save: float) -> bool:
         every = self.cfg.checkpoint
-        due = self.step == self.cfg.max_steps or (every.every_steps and self.step % every.every_steps == 0)
+        due = self.step == self.last_step() or (every.every_steps and self.step % every.every_steps == 0)
         if not due and every.every_minutes:
             # Clocks differ between ranks: rank 0 decides for everyone.
             flag = torch.tensor([time.monotonic() - last_save >= 60 * every.every_minutes], dtype=torch.int32)
@@ -255,7 +259,7 @@ class Trainer:
         last_save = window_start = time.monotonic()
         window_steps, loss = 0, float("nan")
         result: dict = {}
-        while self.step < cfg.max_steps:
+        while self.step < self.last_step():
             batches = [next(stream) for _ in range(self.accum)]
             loss, grad_norm = self.train_step(batches)
             if math.isfinite(loss) and math.isfinite(grad_norm):
@@ -289,7 +293,8 @@ class Trainer:
                 time.sleep(delay)
         result = {"step": self.step, "tokens": self.tokens, "loss": loss}
         result.update(self.evaluate())
-        self.log.event("end", **result)
+        # "stopped": ended early by stop_at_step; running again resumes.
+        self.log.event("end" if self.step >= cfg.max_steps else "stopped", **result)
         self.log.finish()
         return result
 
