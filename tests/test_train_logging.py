@@ -54,3 +54,20 @@ def test_run_reports_progress_events_metrics_and_mlflow(tmp_path, one_rank, monk
     history = client.get_metric_history(run_id, "loss")
     assert [m.step for m in history] == [2, 4, 6]  # global step
     assert client.get_run(run_id).data.params["max_steps"] == "6"
+
+
+def test_checkpoints_by_time(tmp_path, one_rank, monkeypatch):
+    monkeypatch.setenv(loop.STEP_DELAY_ENV, "0.02")  # every step takes longer than 6 ms
+    shards = write_fixture(tmp_path / "shards", n_train=32, n_val=8, seq_len=16)
+    run_dir = tmp_path / "run"
+    cfg = TrainConfig(
+        model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
+        data=DataConfig(shards=str(shards), clean_stale_shm=False),
+        # Every 6 ms of wall time: due after every step; only the last 2 kept.
+        checkpoint=CheckpointConfig(every_minutes=1e-4, keep_last=2),
+        run_dir=str(run_dir), max_steps=4, global_batch_size=4, micro_batch_size=4, mlflow=False,
+    )
+    loop.train(cfg)
+    saved = [e["step"] for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "checkpoint"]
+    assert saved == [1, 2, 3, 4]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_00000003", "step_00000004"]

@@ -14,7 +14,6 @@ import random
 import time
 from functools import partial
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -187,6 +186,18 @@ class Trainer:
         self.log.metrics(self.step, result)
         return result
 
+    def report(self, loss: float, grad_norm: float, lr: float, seconds_per_step: float) -> None:
+        """Console line and metrics; MFU only where the device's peak FLOP/s is known."""
+        tok_s = self.tokens_per_step / seconds_per_step
+        mfu = None
+        if self.peak_flops:
+            mfu = self.flops_per_token * tok_s / (self.peak_flops * self.d.world_size)
+        self.log.progress(self.step, self.cfg.max_steps, loss, lr, tok_s, mfu, seconds_per_step)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, "tokens_per_s": tok_s, "tokens": self.tokens}
+        if mfu is not None:
+            metrics["mfu"] = mfu
+        self.log.metrics(self.step, metrics)
+
     def last_step(self) -> int:
         """Where this run ends: max_steps, or earlier with stop_at_step."""
         return min(self.cfg.max_steps, self.cfg.stop_at_step or self.cfg.max_steps)
@@ -258,7 +269,6 @@ class Trainer:
         delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
         last_save = window_start = time.monotonic()
         window_steps, loss = 0, float("nan")
-        result: dict = {}
         while self.step < self.last_step():
             batches = [next(stream) for _ in range(self.accum)]
             loss, grad_norm = self.train_step(batches)
@@ -274,18 +284,12 @@ class Trainer:
             self.tokens += self.tokens_per_step
             self._record_samples(batches)
             window_steps += 1
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                seconds = (time.monotonic() - window_start) / window_steps
-                tok_s = self.tokens_per_step / seconds
-                mfu = self.flops_per_token * tok_s / (self.peak_flops * self.d.world_size) if self.peak_flops else None
-                self.log.progress(self.step, cfg.max_steps, loss, lr, tok_s, mfu, seconds)
-                metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, "tokens_per_s": tok_s, "tokens": self.tokens}
-                if mfu is not None:
-                    metrics["mfu"] = mfu
-                self.log.metrics(self.step, metrics)
+            if self.step % cfg.log_every == 0 or self.step == self.last_step():
+                seconds_per_step = (time.monotonic() - window_start) / window_steps
+                self.report(loss, grad_norm, lr, seconds_per_step)
                 window_start, window_steps = time.monotonic(), 0
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                self.evaluate()
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.last_step():
+                self.evaluate()  # the last step is evaluated below
             if self.should_save(last_save):
                 self.save()
                 last_save = time.monotonic()
