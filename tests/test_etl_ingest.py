@@ -190,3 +190,13 @@ def test_cli_missing_input_and_unwritable_output_exit_2(spark, tmp_path, capsys)
     rc = cli.main(["etl", "--input", str(tmp_path / "in.jsonl"), "--output", str(blocker / "out")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "cannot create output folder" in err
+
+
+def test_empty_inputs_give_no_rows(spark, tmp_path):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "one_empty").mkdir()
+    (tmp_path / "one_empty" / "a.jsonl").write_bytes(b"")
+    specs = (InputSpec(path=str(tmp_path / "empty_dir")), InputSpec(path=str(tmp_path / "one_empty")))
+    df = ingest(spark, specs, CFG)
+    assert df.columns == ["id", "source", "text", "meta", "n_chars", "reason", "sample"]
+    assert df.count() == 0
