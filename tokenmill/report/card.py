@@ -239,7 +239,7 @@ def _shuffle(data: dict) -> str:
             lines.append(
                 f"<p>{esc(split)}: largest deviation of a source's share in any window of "
                 f"{fmt(q.get('window'))} sequences from its overall share: {fmt(q['max_share_deviation'])} "
-                f"(source {esc(q.get('worst_source'))}; sorted by source it would be "
+                f"(source {esc(q.get('worst_source') or '-')}; sorted by source it would be "
                 f"{fmt(q.get('source_sorted_deviation'))}).</p>"
             )
     return plots.shuffle(data["seq_ids"]) + "\n".join(lines)

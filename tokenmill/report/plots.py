@@ -172,8 +172,13 @@ def training(series: dict[str, list]) -> Optional[str]:
         panels = list(series)[:3]
     if not panels:
         return None
-    fig, axes = _fig(4.6 * len(panels), 3.2, len(panels))
-    axes = list(axes) if len(panels) > 1 else [axes]
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    plt = _plt()
+    fig, grid = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.0 * rows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     for ax, key in zip(axes, panels):
         steps, values = zip(*series[key])
         ax.plot(steps, values, color=COLORS[0], label=key)
