@@ -109,3 +109,13 @@ def test_pii_config_validation():
         PiiConfig(entities=("EMAIL",))
     with pytest.raises(ConfigError, match="phone_regions"):
         PiiConfig(phone_regions=())
+
+
+def test_region_pruning_keeps_international_numbers():
+    # "+49 30 90182" has 9 digits: fewer than a US number, but "+" numbers parse in any region.
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    text = "Berlin office: +49 30 90182 today"
+    r = Redactor(PiiConfig(entities=("PHONE_NUMBER",), phone_regions=("US",)))
+    theirs = {(x.start, x.end) for x in PhoneRecognizer(supported_regions=("US",)).analyze(text, ["PHONE_NUMBER"])}
+    assert theirs and {(f.start, f.end) for f in r.find(text)} == theirs

@@ -130,7 +130,9 @@ class RegionPhones:
             self.by_region.append((shortest, make(supported_regions=(region,))))
 
     def analyze(self, text: str, entities, nlp_artifacts=None):
-        digits = sum(c.isdigit() for c in text)
+        # A number written with "+" (or a long IDD prefix) parses the same in every
+        # region, and its own country's numbers may be shorter: no pruning then.
+        digits = 99 if "+" in text or "\uff0b" in text else sum(c.isdigit() for c in text)
         out = []
         for shortest, rec in self.by_region:
             if digits >= shortest:
