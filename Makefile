@@ -6,7 +6,7 @@ TM := $(VENV)/bin/tokenmill
 # configs/demo.yaml names the same folders.
 DEMO := build/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,25 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The data-card test renders the report in Debian's headless Chromium.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null)
+
 # The whole pipeline and a short training run on the bundled sample corpus.
 demo: setup
 	rm -rf $(DEMO)
 	$(TM) sample $(DEMO)/raw
 	$(TM) run --config configs/demo.yaml
+	$(TM) preflight --train-config configs/train_tiny.yaml --shards $(DEMO)/out/shards --run-dir $(DEMO)/run --nproc 2
+	@echo "== training the tiny preset: first 150 steps, then a resume from the checkpoint to the end"
+	$(TM) train --config configs/train_tiny.yaml --shards $(DEMO)/out/shards --run-dir $(DEMO)/run --nproc 2 --stop-at-step 150
+	$(TM) train --config configs/train_tiny.yaml --shards $(DEMO)/out/shards --run-dir $(DEMO)/run --nproc 2
+	$(TM) generate --checkpoint $(DEMO)/run --prompt "The" --max-new-tokens 40
+	$(TM) report $(DEMO)/out --html $(DEMO)/card.html --run-log $(DEMO)/run
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q tests
 
 clean:
