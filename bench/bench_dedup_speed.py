@@ -116,10 +116,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="dedup speed vs datatrove")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--datatrove-python", default=None, help="interpreter of a venv with datatrove")
-    ap.add_argument("--repeat-corpus", type=int, default=1, help="concatenate the corpus N times (ids made unique)")
+    ap.add_argument("--repeat-corpus", type=int, default=1,
+                    help="the corpus N times, each copy with one extra line (near duplicates)")
     args = ap.parse_args()
     docs = stdlib_docs()
-    docs = [(f"{k}/{i}", t) for k in range(args.repeat_corpus) for i, t in docs]
+    # Copies get a distinct last line: near (not exact) duplicates, so every
+    # copy goes through MinHash and LSH in both pipelines.
+    docs = [(f"{k}/{i}", t if k == 0 else f"{t}\n# copy {k}\n") for k in range(args.repeat_corpus) for i, t in docs]
     mb = sum(len(t.encode()) for _, t in docs) / 1e6
     work = Path(tempfile.mkdtemp(prefix="bench-dedup-speed-"))
     print(f"corpus: {len(docs)} docs, {mb:.1f} MB; cores {args.cores}; uptime: {os.popen('uptime').read().strip()}")

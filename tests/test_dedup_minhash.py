@@ -63,7 +63,8 @@ def test_estimated_jaccard_tracks_true_jaccard():
 
 
 def test_bands_rows_from_threshold():
-    assert lsh_params(DedupConfig()) == (9, 13) == _optimal_param(0.8, 128, 0.5, 0.5)
+    assert lsh_params(DedupConfig(lsh_weights=(0.5, 0.5))) == (9, 13) == _optimal_param(0.8, 128, 0.5, 0.5)
+    assert lsh_params(DedupConfig()) == (14, 9) == _optimal_param(0.8, 128, 0.1, 0.9)
     assert lsh_params(DedupConfig(bands=20, rows=5)) == (20, 5)
     curve = s_curve(9, 13)
     assert curve["1.00"] == 1.0 and curve["0.80"] == pytest.approx(0.3988, abs=1e-4)
@@ -76,3 +77,16 @@ def test_band_keys_equal_only_for_equal_bands():
     assert keys[0, 0] == keys[1, 0] == keys[2, 0]
     assert keys[0, 1] == keys[2, 1] != keys[1, 1]
     assert keys[0, 0] != keys[0, 1]
+
+
+def test_config_errors_name_the_field():
+    from tokenmill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="keep"):
+        DedupConfig(keep=("quality downwards",))
+    with pytest.raises(ConfigError, match="bands"):
+        DedupConfig(bands=10)
+    with pytest.raises(ConfigError, match="bands"):
+        DedupConfig(bands=20, rows=7)  # 140 > 128 permutations
+    with pytest.raises(ConfigError, match="threshold"):
+        DedupConfig(threshold=0)

@@ -126,10 +126,11 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
         ctx.write_rejects(rejects, STAGE)
 
     batch_dropped = dups.join(clean.select("id"), "id").where(~F.col("kept"))
-    by_kind = {r["kind"]: r["count"] for r in batch_dropped.groupBy("kind").count().collect()}
+    by_kind: dict = {}
     by_source: dict = {}
     for r in batch_dropped.groupBy("source", "kind").count().collect():
         by_source.setdefault(r["source"], {})[r["kind"]] = r["count"]
+        by_kind[r["kind"]] = by_kind.get(r["kind"], 0) + r["count"]
     histogram = {str(r["cluster_size"]): r["count"] for r in
                  dups.where(F.col("kept")).groupBy("cluster_size").count().orderBy("cluster_size").collect()}
     extra.update({
