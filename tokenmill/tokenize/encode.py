@@ -52,7 +52,7 @@ def encode_texts(tok, texts: list[str], eos_id: int, bos_id: int | None) -> pa.L
 
 
 def make_encoder(tokenizer_json: str, eos_id: int, bos_id: int | None):
-    """A mapInArrow function: (id, source, text) -> (id, source, tokens)."""
+    """An Arrow batch function: ``text`` is replaced by ``tokens``, other columns pass through."""
 
     def encode(batches):
         tok = worker_tokenizer(tokenizer_json)
@@ -60,9 +60,8 @@ def make_encoder(tokenizer_json: str, eos_id: int, bos_id: int | None):
             texts = batch.column("text").to_pylist()
             texts = ["" if t is None else t for t in texts]
             tokens = encode_texts(tok, texts, eos_id, bos_id)
-            yield pa.RecordBatch.from_arrays(
-                [batch.column("id"), batch.column("source"), tokens], names=["id", "source", "tokens"]
-            )
+            keep = [name for name in batch.schema.names if name != "text"]
+            yield pa.RecordBatch.from_arrays([batch.column(n) for n in keep] + [tokens], names=keep + ["tokens"])
 
     return encode
 

@@ -21,8 +21,7 @@ from tokenmill.errors import UserError
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, log
 from tokenmill.tokenize import tokenizer as toks
-from tokenmill.tokenize.encode import encode_documents
-from tokenmill.tokenize.pack import pack_sequences, split_packed, total_stats
+from tokenmill.tokenize.pack import split_packed, tokenize_and_pack, total_stats
 
 OUTPUT = "sequences"
 TOKENIZER_FILE = "tokenizer.json"
@@ -51,9 +50,10 @@ def run(ctx) -> StageRecord:
     docs = ctx.read(name)
     info = toks.prepare(docs, cfg, tokenizer_path(ctx), tables.row_count(ctx.spark, ctx.location(name)))
     log(f"[tokenize] tokenizer {info.sha256[:12]} vocab {info.vocab_size} ({info.dtype}), eos {info.eos_id}")
-    encoded = encode_documents(docs, Path(info.path).read_text(encoding="utf-8"), info.eos_id, info.bos_id)
+    tokenizer_json = Path(info.path).read_text(encoding="utf-8")
+    packed = tokenize_and_pack(docs, tokenizer_json, info.eos_id, info.bos_id, cfg.seq_len, cfg.pack_groups)
     # The packer's output is used twice (sequences, then stats): keep it on disk.
-    packed = pack_sequences(encoded, cfg.seq_len, cfg.pack_groups).persist(StorageLevel.DISK_ONLY)
+    packed = packed.persist(StorageLevel.DISK_ONLY)
     sequences, stats = split_packed(packed)
     try:
         with SparkProgress(ctx.spark, "tokenize"):

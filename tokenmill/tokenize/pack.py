@@ -152,11 +152,11 @@ def make_packer(seq_len: int):
     return pack
 
 
-def assign_groups(encoded, groups: int):
+def assign_groups(df, groups: int):
     """Add ``group``: a stable hash of the document id into [0, groups)."""
     from pyspark.sql import functions as F
 
-    return encoded.withColumn("group", F.pmod(F.xxhash64(F.col("id")), F.lit(groups)).cast("int"))
+    return df.withColumn("group", F.pmod(F.xxhash64(F.col("id")), F.lit(groups)).cast("int"))
 
 
 def partition_labels(spark, n: int) -> list[int]:
@@ -188,16 +188,23 @@ def place_buckets(df, bucket, n: int):
               .repartition(n, "_label").drop("_label"))
 
 
-def pack_sequences(encoded, seq_len: int, groups: int):
-    """(id, source, tokens) -> packed rows (seq_id, tokens, source, stat).
+def tokenize_and_pack(docs, tokenizer_json: str, eos_id: int, bos_id: int | None, seq_len: int, groups: int):
+    """(id, source, text) -> packed rows (seq_id, tokens, source, stat), in one Python pass.
 
-    Rows with ``stat`` set are per-group statistics; the others are sequences.
+    Texts are grouped and sorted in the JVM first, so each batch crosses into
+    Python once (text in, sequences out) instead of twice. Rows with ``stat``
+    set are per-group statistics; the others are sequences.
     """
     from pyspark.sql import functions as F
 
-    grouped = assign_groups(encoded, groups)
+    from tokenmill.tokenize.encode import make_encoder
+
+    grouped = assign_groups(docs.select("id", "source", "text"), groups)
     ordered = place_buckets(grouped, F.col("group"), groups).sortWithinPartitions("group", "id")
-    return ordered.select("group", "id", "source", "tokens").mapInArrow(make_packer(seq_len), PACKED_SCHEMA)
+    encode = make_encoder(tokenizer_json, eos_id, bos_id)
+    pack = make_packer(seq_len)
+    return ordered.select("group", "id", "source", "text").mapInArrow(
+        lambda batches: pack(encode(batches)), PACKED_SCHEMA)
 
 
 def split_packed(packed):
