@@ -4,13 +4,15 @@ presidio's ``AnalyzerEngine.analyze`` runs every recognizer over the whole
 document, tries phone numbers in 8 regions and re-scores by context; most
 text holds no PII, so most of that work finds nothing. Here the same
 presidio recognizers run only on *candidate windows*: short stretches
-around what a cheap regex says could be PII (an ``@``, a run of digits, a
-dotted quad, ``::``, an IBAN or wallet prefix), widened to whitespace so
-the recognizers' word-boundary rules see the same neighbours as in the
-whole document. No recognizer can match text that holds none of these
-triggers. The context enhancer only changes scores, so it is skipped: with
-``score_threshold: 0`` (presidio's default) it cannot change what is
-redacted.
+around what a cheap regex says could be PII of their type (see ``TRIGGERS``:
+an ``@``, a run of digits, ``::``, a wallet prefix). Phone, card, SSN and
+IPv4 recognizers see only the digit run and two characters either side;
+the others see windows widened to whitespace, so their word-boundary rules
+meet the same neighbours as in the whole document. No recognizer can match
+text that holds none of its triggers. The context enhancer only changes
+scores, so it is skipped: with ``score_threshold: 0`` (presidio's default)
+it cannot change what is redacted; with a higher threshold a finding that
+context would have lifted over it stays unredacted.
 
 With ``ner_model`` naming an installed spaCy pipeline (a package name or a
 path), its entities (PERSON, LOCATION, ...) are added; that runs on the
