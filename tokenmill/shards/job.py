@@ -8,6 +8,13 @@ Writes ``S = OUT/shards`` (or ``shards.output``):
     S/train/index.json    merged index; shards under S/train/<part>/
     S/val/index.json
 
+Each sample: ``tokens`` as ``ndarray:<dtype>:<seq_len>`` (uint16, or uint32
+when the vocabulary exceeds 65536) and ``seq_id`` as ``int64``. llm-foundry's
+``StreamingTextDataset`` reads this as pretokenized text: for an ndarray
+``tokens`` sample it slices ``max_seq_len`` and casts to int64 (set
+``max_seq_len`` to seq_len and ``eos_token_id`` for document boundaries).
+Its old releases, which only read raw int64 bytes, cannot.
+
 Everything is written into a staging folder next to S, which then replaces
 S, so a rerun (or a run killed midway and restarted) never leaves a mix of
 old and new shards. Remote outputs are uploaded by streaming's writer as
