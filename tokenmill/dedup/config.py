@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tokenmill.config import require
+from tokenmill.typed_config import require
 
 # Columns a keep rule may sort on (numeric, so "desc" works by negation).
 KEEP_COLUMNS = ("quality", "n_chars", "n_words")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tokenmill.config import require
+from tokenmill.typed_config import require
 
 Preset = Literal["prose", "code"]
 

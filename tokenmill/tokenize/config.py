@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tokenmill.config import require
+from tokenmill.typed_config import require
 
 
 @dataclass(frozen=True)

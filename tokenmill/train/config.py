@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from tokenmill.config import from_dict, load_yaml, require, to_dict
+from tokenmill.typed_config import from_dict, load_yaml, require, to_dict
 
 
 @dataclass(frozen=True)
