@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyspark import StorageLevel
-
 from tokenmill import pipeline, tables
 from tokenmill.errors import UserError
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, log
 from tokenmill.tokenize import tokenizer as toks
-from tokenmill.tokenize.pack import split_packed, tokenize_and_pack, total_stats
+from tokenmill.tokenize.pack import GroupStatsParam, tokenize_and_pack, total_stats
 
 OUTPUT = "sequences"
 TOKENIZER_FILE = "tokenizer.json"
@@ -51,16 +49,17 @@ def run(ctx) -> StageRecord:
     info = toks.prepare(docs, cfg, tokenizer_path(ctx), tables.row_count(ctx.spark, ctx.location(name)))
     log(f"[tokenize] tokenizer {info.sha256[:12]} vocab {info.vocab_size} ({info.dtype}), eos {info.eos_id}")
     tokenizer_json = Path(info.path).read_text(encoding="utf-8")
-    packed = tokenize_and_pack(docs, tokenizer_json, info.eos_id, info.bos_id, cfg.seq_len, cfg.pack_groups)
-    # The packer's output is used twice (sequences, then stats): keep it on disk.
-    packed = packed.persist(StorageLevel.DISK_ONLY)
-    sequences, stats = split_packed(packed)
-    try:
-        with SparkProgress(ctx.spark, "tokenize"):
-            ctx.write(sequences, OUTPUT)
-            totals = total_stats([r.stat for r in stats.collect()], cfg.seq_len)
-    finally:
-        packed.unpersist()
+    # Per-group counts come back through an accumulator, so encoding, packing
+    # and writing are one pass over the documents (no cached copy, no second job).
+    stats = ctx.spark.sparkContext.accumulator({}, GroupStatsParam())
+    sequences = tokenize_and_pack(docs, tokenizer_json, info.eos_id, info.bos_id, cfg.seq_len, cfg.pack_groups,
+                                  stats)
+    with SparkProgress(ctx.spark, "tokenize"):
+        ctx.write(sequences, OUTPUT)
+    totals = total_stats(stats.value.values(), cfg.seq_len)
+    written = tables.row_count(ctx.spark, ctx.location(OUTPUT))
+    if written != totals["sequences"]:
+        raise AssertionError(f"packing stats count {totals['sequences']} sequences but the table has {written}")
     inputs = {name: ctx.signature(name)}
     if cfg.tokenizer:
         # A file: ctx.signature only takes tables and folders.

@@ -10,8 +10,9 @@ config, the sequences do not depend on Spark's partitioning or input order.
 Sequence ids are ``group << 32 | index in group``: unique and stable.
 A sequence's ``source`` is the source of the document holding its first token.
 
-The packer emits, besides the sequences, one stats row per group (``stat``
-holds JSON) so the stage can account for every token and document:
+The packer reports, besides the sequences, one stats dict per group (through
+a Spark accumulator, in the same pass) so the stage can account for every
+token and document:
 
     tokens == sequences * seq_len + tokens_dropped
     docs   == docs_complete + docs_partial + docs_tail
@@ -22,13 +23,13 @@ holds JSON) so the stage can account for every token and document:
 
 from __future__ import annotations
 
-import json
 from collections import deque
 
 import numpy as np
 import pyarrow as pa
+from pyspark.accumulators import AccumulatorParam
 
-PACKED_SCHEMA = "seq_id long, tokens array<int>, source string, stat string"
+PACKED_SCHEMA = "seq_id long, tokens array<int>, source string"
 GROUP_BITS = 32
 
 
@@ -101,27 +102,31 @@ def _seq_batch(seqs, seq_len: int) -> pa.RecordBatch:
             pa.array([s[0] for s in seqs], pa.int64()),
             pa.ListArray.from_arrays(offsets, pa.array(values)),
             pa.array([s[2] for s in seqs], pa.string()),
-            pa.nulls(n, pa.string()),
         ],
-        names=["seq_id", "tokens", "source", "stat"],
+        names=["seq_id", "tokens", "source"],
     )
 
 
-def _stat_batch(stats: list[dict]) -> pa.RecordBatch:
-    n = len(stats)
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.nulls(n, pa.int64()),
-            pa.nulls(n, pa.list_(pa.int32())),
-            pa.nulls(n, pa.string()),
-            pa.array([json.dumps(s, sort_keys=True) for s in stats], pa.string()),
-        ],
-        names=["seq_id", "tokens", "source", "stat"],
-    )
+class GroupStatsParam(AccumulatorParam):
+    """Accumulates {group: stats}. A group is packed whole by one task and its
+    stats are deterministic, so a retried or re-run task adds the same entry
+    again: merging by key (not summing) keeps the totals exact."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, a, b):
+        for group, stats in b.items():
+            a.setdefault(group, stats)
+        return a
 
 
-def make_packer(seq_len: int):
-    """A mapInArrow function over partitions sorted by (group, id)."""
+def make_packer(seq_len: int, report):
+    """A mapInArrow function over partitions sorted by (group, id).
+
+    ``report(stats)`` gets each finished group's stats dict (in Spark: an
+    accumulator's ``add``, with {group: stats}).
+    """
 
     def pack(batches):
         packer: GroupPacker | None = None
@@ -131,23 +136,21 @@ def make_packer(seq_len: int):
             offsets = tokens.offsets.to_numpy()
             values = tokens.values.to_numpy(zero_copy_only=False)
             sources = batch.column("source").to_pylist()
-            seqs, stats = [], []
+            seqs = []
             # Runs of equal group within the batch.
             cuts = np.flatnonzero(np.diff(groups)) + 1
             for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(groups)]):
                 g = int(groups[lo])
                 if packer is None or packer.group != g:
                     if packer is not None:
-                        stats.append(packer.stats())
+                        report(packer.stats())
                     packer = GroupPacker(g, seq_len)
                 seqs.extend(packer.add(values[offsets[lo]:offsets[hi]], np.diff(offsets[lo:hi + 1]),
                                        sources[lo:hi]))
             if seqs:
                 yield _seq_batch(seqs, seq_len)
-            if stats:
-                yield _stat_batch(stats)
         if packer is not None:
-            yield _stat_batch([packer.stats()])
+            report(packer.stats())
 
     return pack
 
@@ -159,19 +162,43 @@ def assign_groups(df, groups: int):
     return df.withColumn("group", F.pmod(F.xxhash64(F.col("id")), F.lit(groups)).cast("int"))
 
 
-def partition_labels(spark, n: int) -> list[int]:
+_M32 = 0xFFFFFFFF
+
+
+def _rotl32(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & _M32
+
+
+def _mix(h1: int, k1: int) -> int:
+    k1 = _rotl32((k1 * 0xCC9E2D51) & _M32, 15) * 0x1B873593 & _M32
+    return (_rotl32(h1 ^ k1, 13) * 5 + 0xE6546B64) & _M32
+
+
+def spark_hash_long(value: int, seed: int = 42) -> int:
+    """Spark's ``hash(value)`` of a long (Murmur3 x86_32, seed 42), as a signed int."""
+    v = value & 0xFFFFFFFFFFFFFFFF
+    h = _mix(_mix(seed, v & _M32), v >> 32) ^ 8
+    h = (h ^ (h >> 16)) * 0x85EBCA6B & _M32
+    h = (h ^ (h >> 13)) * 0xC2B2AE35 & _M32
+    h ^= h >> 16
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def partition_labels(n: int) -> list[int]:
     """For each bucket b < n, a long whose Spark hash partition among n is b.
 
     ``repartition(n, label)`` then puts each bucket in its own partition: exact
     placement without the sampling pass (a full scan) that range partitioning
-    needs. Were Spark's hash to change, buckets could share a partition: the
-    consumers (packer, MDS writer) handle that; only parallelism would suffer.
+    needs. Computed on the driver (Spark's Murmur3, so no Spark job); were
+    Spark's hash to change, buckets could share a partition: the consumers
+    (packer, MDS writer) handle that, only parallelism would suffer (a test
+    checks the placement).
     """
-    from pyspark.sql import functions as F
-
-    rows = (spark.range(0, 64 * n).select("id", F.expr(f"pmod(hash(id), {n})").alias("p"))
-            .groupBy("p").agg(F.min("id").alias("id")).collect())
-    found = {r.p: r.id for r in rows}
+    found: dict[int, int] = {}
+    label = 0
+    while len(found) < n and label < 1024 * n:
+        found.setdefault(spark_hash_long(label) % n, label)  # Python % is Spark's pmod here
+        label += 1
     return [found.get(b, b) for b in range(n)]
 
 
@@ -183,17 +210,19 @@ def place_buckets(df, bucket, n: int):
     """
     from pyspark.sql import functions as F
 
-    labels = F.array(*[F.lit(v).cast("long") for v in partition_labels(df.sparkSession, n)])
+    labels = F.array(*[F.lit(v).cast("long") for v in partition_labels(n)])
     return (df.withColumn("_label", F.element_at(labels, bucket + 1))
               .repartition(n, "_label").drop("_label"))
 
 
-def tokenize_and_pack(docs, tokenizer_json: str, eos_id: int, bos_id: int | None, seq_len: int, groups: int):
-    """(id, source, text) -> packed rows (seq_id, tokens, source, stat), in one Python pass.
+def tokenize_and_pack(docs, tokenizer_json: str, eos_id: int, bos_id: int | None, seq_len: int, groups: int,
+                      stats):
+    """(id, source, text) -> sequences (seq_id, tokens, source), in one Python pass.
 
     Texts are grouped and sorted in the JVM first, so each batch crosses into
-    Python once (text in, sequences out) instead of twice. Rows with ``stat``
-    set are per-group statistics; the others are sequences.
+    Python once (text in, sequences out) instead of twice. ``stats``: an
+    accumulator with ``GroupStatsParam``; it holds {group: stats} once the
+    sequences have been computed (e.g. written).
     """
     from pyspark.sql import functions as F
 
@@ -202,26 +231,16 @@ def tokenize_and_pack(docs, tokenizer_json: str, eos_id: int, bos_id: int | None
     grouped = assign_groups(docs.select("id", "source", "text"), groups)
     ordered = place_buckets(grouped, F.col("group"), groups).sortWithinPartitions("group", "id")
     encode = make_encoder(tokenizer_json, eos_id, bos_id)
-    pack = make_packer(seq_len)
+    pack = make_packer(seq_len, lambda s: stats.add({s["group"]: s}))
     return ordered.select("group", "id", "source", "text").mapInArrow(
         lambda batches: pack(encode(batches)), PACKED_SCHEMA)
 
 
-def split_packed(packed):
-    """(sequences DataFrame, stats DataFrame) from the packer's output."""
-    from pyspark.sql import functions as F
-
-    sequences = packed.where(F.col("stat").isNull()).select("seq_id", "tokens", "source")
-    stats = packed.where(F.col("stat").isNotNull()).select("stat")
-    return sequences, stats
-
-
-def total_stats(stat_rows: list[str], seq_len: int) -> dict:
-    """Sum per-group stats and check the accounting identities."""
+def total_stats(group_stats, seq_len: int) -> dict:
+    """Sum per-group stats dicts and check the accounting identities."""
     keys = ("docs", "docs_complete", "docs_partial", "docs_tail", "tokens", "sequences", "tokens_dropped")
     totals = dict.fromkeys(keys, 0)
-    for row in stat_rows:
-        s = json.loads(row)
+    for s in group_stats:
         for k in keys:
             totals[k] += s[k]
     totals["tokens_in_sequences"] = totals["sequences"] * seq_len
