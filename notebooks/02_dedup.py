@@ -23,18 +23,10 @@ dbutils.widgets.dropdown("force", "false", ["false", "true"], "Rerun even when u
 
 # COMMAND ----------
 
-import yaml
-
 from tokenmill import tables
-from tokenmill.config import load_run_config
+from tokenmill.pipeline import config_from_widgets
 
-overrides = {
-    key.strip(): yaml.safe_load(value)
-    for key, value in (item.split("=", 1) for item in dbutils.widgets.get("overrides").split(";") if item.strip())
-}
-overrides["output"] = dbutils.widgets.get("output")
-overrides["catalog_schema"] = dbutils.widgets.get("catalog_schema") or None
-cfg = load_run_config(dbutils.widgets.get("config") or None, overrides)
+cfg = config_from_widgets(dbutils)
 force = dbutils.widgets.get("force") == "true"
 
 

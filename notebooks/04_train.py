@@ -30,16 +30,11 @@ dbutils.widgets.text("usd_per_gpu_hour", "", "Price per GPU-hour (empty: list pr
 
 # COMMAND ----------
 
-import yaml
-
-from tokenmill.config import replace
+from tokenmill.config import parse_overrides, replace
 from tokenmill.train import launch
 from tokenmill.train.config import load_config
 
-overrides = {
-    key.strip(): yaml.safe_load(value)
-    for key, value in (item.split("=", 1) for item in dbutils.widgets.get("overrides").split(";") if item.strip())
-}
+overrides = parse_overrides(dbutils.widgets.get("overrides").split(";"))
 overrides.update({
     "data.shards": dbutils.widgets.get("shards") or None,
     "run_dir": dbutils.widgets.get("run_dir") or None,

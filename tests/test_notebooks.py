@@ -56,6 +56,9 @@ def test_databricks_source_format(name):
         assert "%pip" not in cell and "%run" not in cell
     defined = set(re.findall(r'dbutils\.widgets\.(?:text|dropdown)\("(\w+)"', text))
     used = set(re.findall(r'dbutils\.widgets\.get\("(\w+)"\)', text))
+    if "config_from_widgets(dbutils" in text:  # reads the standard run-config widgets
+        used |= {"output", "catalog_schema", "config", "overrides"}
+        used |= {"inputs"} if "config_from_widgets(dbutils, inputs=True)" in text else set()
     assert used == defined, f"widgets defined but unused or used but undefined: {used ^ defined}"
 
 

@@ -18,6 +18,7 @@ from tokenmill.typed_config import (  # noqa: F401 - re-exported
     config_hash,
     from_dict,
     load_yaml,
+    parse_overrides,
     replace,
     require,
     to_dict,

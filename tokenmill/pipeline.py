@@ -23,10 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tokenmill import tables
-from tokenmill.config import RunConfig, config_hash, load_run_config
+from tokenmill.config import RunConfig, config_hash, load_run_config, parse_overrides
 from tokenmill.errors import UserError
 from tokenmill.manifest import Manifest, StageRecord
 from tokenmill.progress import log, print_summary
@@ -165,12 +163,7 @@ def add_stage_arguments(parser: argparse.ArgumentParser, inputs: bool = False) -
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        if "=" not in item:
-            raise UserError(f"--set {item!r}: expected FIELD=VALUE")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_overrides(args.set)
     if getattr(args, "input", None):
         overrides["inputs"] = [{"path": p} for p in args.input]
     if args.output:
@@ -190,6 +183,19 @@ def run_command(args: argparse.Namespace, stages: list[str]) -> int:
 
     run_stages(get_spark(), cfg, stages, force=args.force)
     return 0
+
+
+def config_from_widgets(dbutils, inputs: bool = False) -> RunConfig:
+    """The run config from a notebook's standard widgets (output, catalog_schema,
+    config, overrides as ``field=value; field=value``, and inputs for 01_etl)."""
+    widgets = dbutils.widgets
+    overrides = parse_overrides(widgets.get("overrides").split(";"))
+    overrides["output"] = widgets.get("output")
+    overrides["catalog_schema"] = widgets.get("catalog_schema") or None
+    paths = [p.strip() for p in widgets.get("inputs").split(",") if p.strip()] if inputs else []
+    if paths:
+        overrides["inputs"] = [{"path": p} for p in paths]
+    return load_run_config(widgets.get("config") or None, overrides)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -163,3 +163,17 @@ def _convert(hint: Any, value: Any, field: str) -> Any:
     if isinstance(hint, type) and not isinstance(value, hint):
         raise ConfigError(field, f"must be {hint.__name__}, got {_show(value)}")
     return value
+
+
+def parse_overrides(items) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}``; values are read as YAML scalars."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise UserError(f"override {item!r}: expected FIELD=VALUE")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
