@@ -119,3 +119,56 @@ def test_region_pruning_keeps_international_numbers():
     r = Redactor(PiiConfig(entities=("PHONE_NUMBER",), phone_regions=("US",)))
     theirs = {(x.start, x.end) for x in PhoneRecognizer(supported_regions=("US",)).analyze(text, ["PHONE_NUMBER"])}
     assert theirs and {(f.start, f.end) for f in r.find(text)} == theirs
+
+
+PHONE_WINDOWS = [  # (window, regions phonenumbers finds a number in, regions we try)
+    (" [213/415/1] ", [], []),
+    (" 2021-03-04 ", [], []),
+    ("l 2019 15:52:37 +0200\n", [], []),
+    ("E-2026-74632)\n", [], []),
+    (" v5.10.0    5.0.0\n", [], []),
+    ("+1 (212) 555-0198.", ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"],
+     ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"]),
+    (" (212) 555-0198 ", ["US", "IN", "CA", "BR"], ["US", "IN", "CA", "BR"]),
+    (" 020 7946 0958 ", ["GB", "IN"], ["US", "GB", "IN", "CA"]),
+    (" 0049 30 901820 ", ["GB", "DE", "FR", "IL", "IN"], ["GB", "DE", "FR", "IL", "IN", "BR"]),
+    (" 011 44 20 7946 0958 ", ["US", "CA"], ["US", "GB", "IN", "CA", "BR"]),
+    ("3#2472802949891323026", ["IN"], ["GB", "DE", "IN"]),  # an extension cuts the group
+    (" 030 901820 ", ["DE", "IL"], ["DE", "IL"]),
+    (" 01 23 45 67 89 ", ["FR"], ["FR"]),
+    (" (11) 91234-5678 ", ["BR"], ["GB", "BR"]),
+    (" 03-1234567 ", ["IL"], ["IL"]),
+]
+
+
+@pytest.mark.parametrize("window,found,tried", PHONE_WINDOWS)
+def test_phone_regions_are_pruned_only_where_no_number_can_be(window, found, tried):
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    phones = dict(Redactor(PiiConfig()).recognizers)["PHONE_NUMBER"]
+    regions = PiiConfig().phone_regions
+    assert [r for r in regions if PhoneRecognizer(supported_regions=(r,)).analyze(window, ["PHONE_NUMBER"])] == found
+    assert phones.regions_to_try(window) == tried
+
+
+def test_phone_region_check_never_drops_a_number_on_random_windows():
+    # Random digit/punctuation strings hold many valid numbers in some region:
+    # the check must let each such region through.
+    import random
+
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    phones = dict(Redactor(PiiConfig()).recognizers)["PHONE_NUMBER"]
+    recs = {r: PhoneRecognizer(supported_regions=(r,)) for r in PiiConfig().phone_regions}
+    rnd = random.Random(7)
+    chars = "0123456789" * 5 + " -.()/ +x+0e#t:\n~,[]"
+    found = pruned = 0
+    for _ in range(600):
+        window = "".join(rnd.choice(chars) for _ in range(rnd.randint(5, 22)))
+        tried = set(phones.regions_to_try(window))
+        pruned += len(recs) - len(tried)
+        for region, rec in recs.items():
+            if rec.analyze(window, ["PHONE_NUMBER"]):
+                found += 1
+                assert region in tried, (region, window)
+    assert found > 50 and pruned > 1500

@@ -25,6 +25,7 @@ Engines are built once per Python worker (``redactor`` caches them).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -116,11 +117,27 @@ def _recognizers(pcfg: PiiConfig) -> list:
     return [(entity, make[entity]()) for entity in pcfg.entities]
 
 
+PHONE_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
+               "voicemail", "fixed_line", "mobile")
+MAX_PHONE_GROUP = 20  # phonenumbers' digit block limit: longer runs may be cut anywhere
+
+
 class RegionPhones:
-    """presidio's PhoneRecognizer, one per region, run only where the window holds
-    enough digits for a number of that region (e.g. US needs 10): phone parsing
-    in every region is the costliest step, and a region whose shortest number is
-    longer than all the digits in the window cannot match there."""
+    """presidio's PhoneRecognizer, one per region, run only in regions where the
+    window could hold a valid number: phone parsing in every region is the
+    costliest step, and most digit runs (dates, versions, counters) are valid
+    in few regions or none.
+
+    The check is a necessary condition for phonenumbers' matcher (leniency
+    VALID; see ``_Digits``): written without "+" or an international prefix,
+    a number has its region's country code, and its national number is a run
+    of the window's digits that starts at a digit group (after at most a
+    country code and a national prefix) and ends at one; a valid number
+    matches a number-type pattern of some region sharing that country code.
+    After "+" or an international prefix, the same holds for the country
+    code that follows; such numbers parse alike in every region, so a window
+    that may hold one goes to all of them.
+    """
 
     def __init__(self, make, regions: tuple[str, ...]):
         import phonenumbers
@@ -128,18 +145,250 @@ class RegionPhones:
         self.by_region = []
         for region in regions:
             meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-            shortest = min(meta.general_desc.possible_length) if meta and meta.general_desc.possible_length else 1
-            self.by_region.append((shortest, make(supported_regions=(region,))))
+            idd = re.compile(meta.international_prefix) if meta and meta.international_prefix else None
+            code = meta.country_code if meta else None
+            self.by_region.append((region, code, idd, make(supported_regions=(region,))))
+            if code is not None:
+                _national_pattern(code, True)  # built once per worker, not per window
+
+    def regions_to_try(self, text: str) -> list[str]:
+        digits = _Digits.of(text)
+        if digits is None or digits.international_after_plus():
+            return [region for region, _, _, _ in self.by_region]
+        seen: dict[tuple, bool] = {}  # US and CA share a country code
+        out = []
+        for region, code, idd, _ in self.by_region:
+            key = (code, idd.pattern if idd else None)
+            if key not in seen:
+                seen[key] = code is None or digits.may_hold(code, idd)
+            if seen[key]:
+                out.append(region)
+        return out
 
     def analyze(self, text: str, entities, nlp_artifacts=None):
-        # A number written with "+" (or a long IDD prefix) parses the same in every
-        # region, and its own country's numbers may be shorter: no pruning then.
-        digits = 99 if "+" in text or "\uff0b" in text else sum(c.isdigit() for c in text)
+        wanted = set(self.regions_to_try(text))
         out = []
-        for shortest, rec in self.by_region:
-            if digits >= shortest:
+        for region, _, _, rec in self.by_region:
+            if region in wanted:
                 out += rec.analyze(text, entities, nlp_artifacts)
         return out
+
+
+class _Digits:
+    """A window's digits as phonenumbers' matcher reads them: ASCII digits with
+    separators dropped, where a number may start, how far it may reach, where a
+    "+" stands.
+
+    The matcher's candidates are whole digit groups (up to MAX_PHONE_GROUP digits)
+    joined by at most 4 of its punctuation characters, so a number starts at a
+    group and ends at a group's end in the same *segment* (groups so joined).
+    An extension ("x", "#", "ext", ...) reads a bounded count of digits, so the
+    next candidate may start inside a group: with such a marker in the window
+    every digit is a possible start. Parsing strips the extension before it
+    reads letters as digits (vanity numbers), so letters matter only when 3+
+    of them lie between the window's digits: such windows, and those with
+    longer groups, are not judged (``of`` gives None).
+    """
+
+    def __init__(self, digits: str, starts: list[tuple[int, int]], ends: list[int], plus: list[int]):
+        self.digits, self.starts, self.ends, self.plus = digits, starts, ends, plus
+
+    @classmethod
+    def of(cls, text: str) -> "_Digits | None":
+        parts, groups, plus = [], [], []  # groups: [start, end, segment index]
+        n, prev, segment = 0, None, 0
+        for m in _DIGITS_OR_PLUS.finditer(text):
+            run = m.group()
+            if run in "+\uff0b":
+                plus.append(n)
+                continue
+            if len(run) > MAX_PHONE_GROUP:
+                return None
+            if prev is not None:
+                sep = text[prev:m.start()]
+                if len(sep) > 4 or not _PHONE_PUNCT.issuperset(sep):
+                    segment += 1
+            groups.append((n, n + len(run), segment))
+            n += len(run)
+            prev = m.end()
+            parts.append(run if run.isascii() else "".join(str(int(c)) for c in run))
+        if not groups:
+            return cls("", [], [], plus)
+        lo = _DIGIT.search(text).start()
+        if sum(c.isalpha() for c in text[lo:prev]) >= 3:
+            return None
+        seg_end = {}
+        for _, e, seg in groups:
+            seg_end[seg] = e
+        if _EXTENSION_MARK.search(text):
+            starts = [(p, seg_end[seg]) for s, e, seg in groups for p in range(s, e)]
+        else:
+            starts = [(s, seg_end[seg]) for s, _, seg in groups]
+        return cls("".join(parts), starts, [e for _, e, _ in groups], plus)
+
+    def may_hold(self, code: int, idd) -> bool:
+        """Could a number of country ``code`` (international prefix ``idd``) start here?"""
+        for s, limit in self.starts:
+            if idd is not None:
+                m = idd.match(self.digits, s, limit)
+                if m and self.international_at(m.end(), limit):
+                    return True
+        return any(self.national_at(code, s, limit) for s, limit in self.starts)
+
+    def international_after_plus(self) -> bool:
+        limits = dict(self.starts)
+        return any(p in limits and self.international_at(p, limits[p]) for p in self.plus)
+
+    def international_at(self, pos: int, limit: int) -> bool:
+        """Could a country code and a valid national number for it start at ``pos``?"""
+        digits = self.digits
+        for width in (1, 2, 3):
+            if pos + width < limit and digits[pos] != "0" and \
+                    self.national_at(int(digits[pos:pos + width]), pos + width, limit, False):
+                return True
+        return False
+
+    def national_at(self, code: int, pos: int, limit: int, own_code: bool = True) -> bool:
+        """Could a valid national number of country ``code`` start at ``pos`` (after a
+        national prefix; with ``own_code``, after the country code written without "+")
+        and end at a group's end before ``limit``?"""
+        pattern = _national_pattern(code, own_code)
+        if pattern is None:
+            return code in _country_codes()
+        prefixed, bare, lead, longest = pattern
+        digits = self.digits
+        for e in self.ends:
+            if e <= pos:
+                continue
+            if e > min(limit, pos + longest):
+                break
+            if prefixed.fullmatch(digits, pos, e):
+                return True
+            # Written with neither country code nor national prefix: the matcher
+            # drops numbers whose national format needs the prefix (DE, FR, ...).
+            if bare is not None and bare.fullmatch(digits, pos, e) and (
+                    lead.match(digits, pos, e) or not _prefix_required(code, digits[pos:e])):
+                return True
+        return False
+
+
+_DIGIT = re.compile(r"\d")
+_DIGITS_OR_PLUS = re.compile(r"\d+|[+\uff0b]")
+_EXTENSION_MARK = re.compile(r"[#\uff03~\uff5ex\uff58]|int|\uff49\uff4e\uff54|доб|anexo", re.IGNORECASE)
+
+
+def _phone_punct() -> frozenset:
+    try:
+        from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
+    except ImportError:  # pragma: no cover - any character then joins groups
+        return _ANY
+    return frozenset(_VALID_PUNCTUATION)
+
+
+class _Anything(frozenset):
+    def issuperset(self, other) -> bool:  # noqa: D102
+        return True
+
+
+_ANY = _Anything()
+_PHONE_PUNCT = _phone_punct()
+_PATTERNS: dict[tuple[int, bool], tuple | None] = {}
+
+
+def _country_codes():
+    import phonenumbers
+
+    return phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+
+
+def _national_pattern(code: int, own_code: bool):
+    """(regex, longest span in digits) that every valid national number of country
+    ``code`` matches, preceded by what parsing may strip; None: no pattern known
+    (any number of that code is let through, or none when the code does not exist)."""
+    key = (code, own_code)
+    if key not in _PATTERNS:
+        _PATTERNS[key] = _build_national_pattern(code, own_code)
+    return _PATTERNS[key]
+
+
+def _build_national_pattern(code: int, own_code: bool):
+    import phonenumbers
+
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
+    if not regions:
+        return None
+    types, prefixes, strip, transform = [], [], 0, False
+    for region in regions:
+        meta = (phonenumbers.PhoneMetadata.metadata_for_nongeo_region(code) if region == "001"
+                else phonenumbers.PhoneMetadata.metadata_for_region(region))
+        if meta is None:
+            return None
+        prefix = meta.national_prefix_for_parsing or meta.national_prefix or ""
+        stripped = _longest_match(prefix)
+        if stripped is None:
+            return None
+        strip = max(strip, stripped)
+        transform = transform or bool(meta.national_prefix_transform_rule)
+        if prefix and prefix not in prefixes:
+            prefixes.append(prefix)
+        # After "+" (any country) the general pattern: smaller to build, still necessary.
+        for name in PHONE_TYPES if own_code else ("general_desc",):
+            desc = getattr(meta, name, None)
+            if desc is not None and desc.national_number_pattern:
+                types.append(desc.national_number_pattern)
+    if not types:
+        return None
+    # What parsing may strip before the national number: the country code when
+    # written without "+", then the national prefix. A transform rule (BR: "0"
+    # or "90" and a carrier code) keeps part of the prefix's match: then any
+    # digits up to its length, and no check of the prefix rule.
+    body = "(?:%s)" % "|".join(types)
+    head = "(?:%d)?" % code if own_code else ""
+    longest = (len(str(code)) if own_code else 0) + strip + 17
+    if transform or not own_code:
+        head += r"\d{0,%d}" % strip if transform else "(?:%s)?" % "|".join("(?:%s)" % p for p in prefixes) if prefixes else ""
+        return re.compile(head + body), None, None, longest
+    prefix = "(?:%s)" % "|".join("(?:%s)" % p for p in prefixes) if prefixes else ""
+    # with the national prefix (or the country code) written, or bare
+    prefixed = re.compile("(?:%d%s?|%s)%s" % (code, prefix, prefix, body)) if prefix else re.compile("(?:%d)?%s" % (code, body))
+    return prefixed, re.compile(body), re.compile(prefix or "(?!)"), longest
+
+
+@functools.lru_cache(maxsize=65536)
+def _prefix_required(code: int, national: str) -> bool:
+    """Whether phonenumbers' matcher (leniency VALID) wants the national prefix
+    written before ``national`` (a number of country ``code`` with no country code
+    written): its formatting rule says so (phonenumbers' own test)."""
+    try:
+        import phonenumbers
+        from phonenumbers.phonenumbermatcher import _formatting_rule_has_first_group_only
+        from phonenumbers.phonenumberutil import _choose_formatting_pattern_for_number
+    except ImportError:  # pragma: no cover - then never rule a number out for it
+        return False
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(phonenumbers.region_code_for_country_code(code))
+    if meta is None:
+        return False
+    rule = _choose_formatting_pattern_for_number(meta.number_format, national)
+    return bool(rule is not None and rule.national_prefix_formatting_rule
+                and not rule.national_prefix_optional_when_formatting
+                and not _formatting_rule_has_first_group_only(rule.national_prefix_formatting_rule))
+
+
+def _longest_match(pattern: str) -> int | None:
+    """The most characters a national-prefix pattern can match; None: unbounded or
+    unknown. A transform rule keeps part of that match, so this still bounds what
+    is stripped."""
+    if not pattern:
+        return 0
+    try:
+        from re import _parser as parser  # sre_parse before Python 3.11
+    except ImportError:  # pragma: no cover
+        import sre_parse as parser
+    try:
+        longest = parser.parse(pattern).getwidth()[1]
+    except Exception:  # noqa: BLE001 - any doubt means: no pruning
+        return None
+    return longest if longest <= 20 else None
 
 
 def _load_ner(model: str):
@@ -195,8 +444,12 @@ class Redactor:
         """All findings (overlaps included), like presidio's analyze() on the whole text."""
         found: set[Finding] = set()
         hits = self._hits(text) if self.recognizers else {}
+        by_trigger: dict[tuple, list] = {}  # card, SSN, phone and IPv4 share theirs
         for entity, rec in self.recognizers:
-            for s, e in self.windows(text, entity, hits):
+            triggers = TRIGGERS[entity]
+            if triggers not in by_trigger:
+                by_trigger[triggers] = self.windows(text, entity, hits)
+            for s, e in by_trigger[triggers]:
                 for start, end, kind, score in self._analyze(entity, rec, text[s:e]):
                     if score >= self.cfg.score_threshold and score > 0:
                         found.add(Finding(s + start, s + end, kind, score))
