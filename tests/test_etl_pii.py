@@ -133,7 +133,8 @@ PHONE_WINDOWS = [  # (window, regions phonenumbers finds a number in, regions we
     (" 020 7946 0958 ", ["GB", "IN"], ["US", "GB", "IN", "CA"]),
     (" 0049 30 901820 ", ["GB", "DE", "FR", "IL", "IN"], ["GB", "DE", "FR", "IL", "IN", "BR"]),
     (" 011 44 20 7946 0958 ", ["US", "CA"], ["US", "GB", "IN", "CA", "BR"]),
-    ("3#2472802949891323026", ["IN"], ["GB", "DE", "IN"]),  # an extension cuts the group
+    ("3#2472802949891323026", ["IN"], ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"]),  # an extension cuts the group
+    ("7e24e129# 0957987275", ["DE", "IL"], ["DE", "FR", "IL"]),  # ... at its start and its end
     (" 030 901820 ", ["DE", "IL"], ["DE", "IL"]),
     (" 01 23 45 67 89 ", ["FR"], ["FR"]),
     (" (11) 91234-5678 ", ["BR"], ["GB", "BR"]),

@@ -182,9 +182,9 @@ class _Digits:
     The matcher's candidates are whole digit groups (up to MAX_PHONE_GROUP digits)
     joined by at most 4 of its punctuation characters, so a number starts at a
     group and ends at a group's end in the same *segment* (groups so joined).
-    An extension ("x", "#", "ext", ...) reads a bounded count of digits, so the
-    next candidate may start inside a group: with such a marker in the window
-    every digit is a possible start. Parsing strips the extension before it
+    An extension ("x", "#", "ext", ...) reads a bounded count of digits, so a
+    candidate may end, and the next one start, inside a group: with such a
+    marker in the window every digit is a possible start and end. Parsing strips the extension before it
     reads letters as digits (vanity numbers), so letters matter only when 3+
     of them lie between the window's digits: such windows, and those with
     longer groups, are not judged (``of`` gives None).
@@ -221,9 +221,11 @@ class _Digits:
         for _, e, seg in groups:
             seg_end[seg] = e
         if _EXTENSION_MARK.search(text):
+            # an extension's digits are bounded (9 after "#"): a candidate may
+            # start and end anywhere, and inner matches are tried within it
             starts = [(p, seg_end[seg]) for s, e, seg in groups for p in range(s, e)]
-        else:
-            starts = [(s, seg_end[seg]) for s, _, seg in groups]
+            return cls("".join(parts), starts, list(range(1, n + 1)), plus)
+        starts = [(s, seg_end[seg]) for s, _, seg in groups]
         return cls("".join(parts), starts, [e for _, e, _ in groups], plus)
 
     def may_hold(self, code: int, idd) -> bool:
