@@ -158,7 +158,7 @@ def add_stage_arguments(parser: argparse.ArgumentParser, inputs: bool = False) -
     parser.add_argument("--output", metavar="OUT", help="output folder (tables/, shards/, manifest.json)")
     parser.add_argument("--config", metavar="FILE", help="run config YAML (see configs/)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override one config field, e.g. --set etl.min_words=20 (repeatable)")
+                        help="override one config field, e.g. --set etl.filters.min_words=20 (repeatable)")
     parser.add_argument("--force", action="store_true", help="rerun stages even when up to date")
 
 
