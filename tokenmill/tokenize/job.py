@@ -62,8 +62,7 @@ def run(ctx) -> StageRecord:
         raise AssertionError(f"packing stats count {totals['sequences']} sequences but the table has {written}")
     inputs = {name: ctx.signature(name)}
     if cfg.tokenizer:
-        # A file: ctx.signature only takes tables and folders.
-        inputs[cfg.tokenizer] = pipeline.files_signature(cfg.tokenizer)
+        inputs[cfg.tokenizer] = ctx.signature(cfg.tokenizer)
     return StageRecord(
         stage="tokenize",
         rows_in=totals["docs"],
