@@ -17,3 +17,20 @@ def spark():
     session = get_spark("tokenmill-tests", cores=2)
     session.conf.set("spark.sql.shuffle.partitions", "4")
     yield session
+
+
+@pytest.fixture
+def one_rank(monkeypatch):
+    """A 1-rank gloo process group in this process, removed afterwards."""
+    import torch.distributed as dist
+
+    from tokenmill.train.fsdp import free_port
+
+    for name, value in {
+        "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -7,31 +7,16 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from tokenmill.train import loop
 from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, TrainConfig
 from tokenmill.train.fixture import write_fixture
-from tokenmill.train.fsdp import free_port
 from tokenmill.train.runlog import read_jsonl
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     return write_fixture(tmp_path_factory.mktemp("shards"), n_train=128, n_val=16, seq_len=32)
-
-
-@pytest.fixture
-def one_rank(monkeypatch):
-    """A 1-rank gloo process group in this process, removed afterwards."""
-    for name, value in {
-        "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-    }.items():
-        monkeypatch.setenv(name, value)
-    yield
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def config(shards, run_dir, **overrides) -> TrainConfig:

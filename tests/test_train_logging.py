@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch.distributed as dist
 
 from tokenmill.train import loop
 from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, TrainConfig
 from tokenmill.train.fixture import write_fixture
-from tokenmill.train.fsdp import free_port
 from tokenmill.train.runlog import read_jsonl
-
-
-@pytest.fixture
-def one_rank(monkeypatch):
-    for name, value in {
-        "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-    }.items():
-        monkeypatch.setenv(name, value)
-    yield
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def test_run_reports_progress_events_metrics_and_mlflow(tmp_path, one_rank, monkeypatch, capsys):
