@@ -69,6 +69,7 @@ def test_encode_appends_eos_and_optional_bos_and_ignores_special_text():
     plain = encode_texts(tok, texts, eos, None).to_pylist()
     assert [t[-1] for t in plain] == [eos, eos, eos]
     assert plain[1] == [eos]
+    assert [t[:-1] for t in plain] == [tok.encode(t, add_special_tokens=False).ids for t in texts]
     # A special-token string inside text is plain text: the only EOS is the appended one.
     assert plain[2].count(eos) == 1
     assert tok.decode(plain[2][:-1]) == "a <eos> b"

@@ -1,19 +1,18 @@
 """Pre-tokenize documents in Spark: Arrow batches in, token id lists out.
 
 The tokenizer is built once per Python worker (cached by its hash) and
-encodes whole Arrow batches with ``encode_batch``. Special-token strings that
+encodes whole Arrow batches with ``encode_batch_fast``. Special-token strings that
 occur in document text are encoded as plain text, so the only EOS ids in the
 output are the ones appended here (packing and readers split at EOS).
 """
 
 from __future__ import annotations
 
+import array
 import hashlib
 
 import numpy as np
 import pyarrow as pa
-
-ENCODED_SCHEMA = "id string, source string, tokens array<int>"
 
 _CACHE: dict[str, object] = {}
 
@@ -34,21 +33,21 @@ def worker_tokenizer(tokenizer_json: str):
 
 
 def encode_texts(tok, texts: list[str], eos_id: int, bos_id: int | None) -> pa.ListArray:
-    """Token ids per text, [BOS] + ids + [EOS], as one Arrow list<int32> column."""
-    encodings = tok.encode_batch(texts, add_special_tokens=False)
-    extra = 1 + (bos_id is not None)
-    lengths = np.fromiter((len(e.ids) + extra for e in encodings), dtype=np.int64, count=len(encodings))
+    """Token ids per text, [BOS] + ids + [EOS], as one Arrow list<int32> column.
+
+    ``encode_batch_fast`` gives the same ids as ``encode_batch`` without
+    computing character offsets, which packing never needs (~25% less time).
+    """
+    encodings = tok.encode_batch_fast(texts, add_special_tokens=False)
+    values = array.array("i")
     offsets = np.zeros(len(encodings) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.empty(int(offsets[-1]), dtype=np.int32)
     for i, e in enumerate(encodings):
-        start, end = offsets[i], offsets[i + 1]
         if bos_id is not None:
-            values[start] = bos_id
-            start += 1
-        values[start:end - 1] = e.ids
-        values[end - 1] = eos_id
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+            values.append(bos_id)
+        values.extend(e.ids)
+        values.append(eos_id)
+        offsets[i + 1] = len(values)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.frombuffer(values, dtype=np.int32)))
 
 
 def make_encoder(tokenizer_json: str, eos_id: int, bos_id: int | None):
@@ -65,7 +64,3 @@ def make_encoder(tokenizer_json: str, eos_id: int, bos_id: int | None):
 
     return encode
 
-
-def encode_documents(df, tokenizer_json: str, eos_id: int, bos_id: int | None):
-    """DataFrame (id, source, text, ...) -> (id, source, tokens array<int>)."""
-    return df.select("id", "source", "text").mapInArrow(make_encoder(tokenizer_json, eos_id, bos_id), ENCODED_SCHEMA)
