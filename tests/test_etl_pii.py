@@ -173,3 +173,26 @@ def test_phone_region_check_never_drops_a_number_on_random_windows():
                 found += 1
                 assert region in tried, (region, window)
     assert found > 50 and pruned > 1500
+
+
+def test_pattern_gate_skips_only_windows_presidio_finds_nothing_in():
+    # The gate (the recognizer's own regexes) must let through every window the
+    # presidio recognizer reports something in; phone (phonenumbers) is not gated.
+    import random
+
+    r = Redactor(PiiConfig(entities=PiiConfig().entities + ("URL",)))
+    assert r.gates["PHONE_NUMBER"] is None
+    gated = {e: rec for e, rec in r.recognizers if r.gates[e] is not None}
+    assert set(gated) == {"EMAIL_ADDRESS", "CREDIT_CARD", "IP_ADDRESS", "IBAN_CODE", "US_SSN", "CRYPTO", "URL"}
+    rnd = random.Random(11)
+    chars = "0123456789" * 6 + " -.:/@ab" + "DEGBfe" + "\n"
+    windows = [TEXT] + ["".join(rnd.choice(chars) for _ in range(rnd.randint(8, 40))) for _ in range(3000)]
+    reported = skipped = 0
+    for entity, rec in gated.items():
+        for window in windows:
+            passes = any(p.search(window) for p in r.gates[entity])
+            found = rec.analyze(window, [entity], None)
+            skipped += not passes
+            reported += bool(found)
+            assert passes or not found, (entity, window)
+    assert reported > 100 and skipped > 10000

@@ -25,6 +25,7 @@ Engines are built once per Python worker (``redactor`` caches them).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import os
@@ -230,12 +231,16 @@ class _Digits:
 
     def may_hold(self, code: int, idd) -> bool:
         """Could a number of country ``code`` (international prefix ``idd``) start here?"""
-        for s, limit in self.starts:
-            if idd is not None:
+        if idd is not None:
+            for s, limit in self.starts:
                 m = idd.match(self.digits, s, limit)
                 if m and self.international_at(m.end(), limit):
                     return True
-        return any(self.national_at(code, s, limit) for s, limit in self.starts)
+        pattern = _national_pattern(code, True)
+        if pattern is None:
+            return code in _country_codes()
+        shortest = pattern[3]  # skip starts too close to their segment's end
+        return any(self.national_at(code, s, limit) for s, limit in self.starts if limit - s >= shortest)
 
     def international_after_plus(self) -> bool:
         limits = dict(self.starts)
@@ -257,12 +262,12 @@ class _Digits:
         pattern = _national_pattern(code, own_code)
         if pattern is None:
             return code in _country_codes()
-        prefixed, bare, lead, longest = pattern
+        prefixed, bare, lead, shortest, longest = pattern
         digits = self.digits
-        for e in self.ends:
-            if e <= pos:
-                continue
-            if e > min(limit, pos + longest):
+        last = min(limit, pos + longest)
+        # ends are sorted; a match spans at least `shortest` digits
+        for e in self.ends[bisect.bisect_left(self.ends, pos + shortest):]:
+            if e > last:
                 break
             if prefixed.fullmatch(digits, pos, e):
                 return True
@@ -304,8 +309,9 @@ def _country_codes():
 
 
 def _national_pattern(code: int, own_code: bool):
-    """(regex, longest span in digits) that every valid national number of country
-    ``code`` matches, preceded by what parsing may strip; None: no pattern known
+    """(prefixed, bare, lead, shortest, longest): regexes that every valid national
+    number of country ``code`` matches, preceded by what parsing may strip, and the
+    fewest and most digits such a match spans (at least one); None: no pattern known
     (any number of that code is let through, or none when the code does not exist)."""
     key = (code, own_code)
     if key not in _PATTERNS:
@@ -347,13 +353,14 @@ def _build_national_pattern(code: int, own_code: bool):
     body = "(?:%s)" % "|".join(types)
     head = "(?:%d)?" % code if own_code else ""
     longest = (len(str(code)) if own_code else 0) + strip + 17
+    shortest = max(1, _match_width(body)[0])  # what is stripped before it only adds digits
     if transform or not own_code:
         head += r"\d{0,%d}" % strip if transform else "(?:%s)?" % "|".join("(?:%s)" % p for p in prefixes) if prefixes else ""
-        return re.compile(head + body), None, None, longest
+        return re.compile(head + body), None, None, shortest, longest
     prefix = "(?:%s)" % "|".join("(?:%s)" % p for p in prefixes) if prefixes else ""
     # with the national prefix (or the country code) written, or bare
     prefixed = re.compile("(?:%d%s?|%s)%s" % (code, prefix, prefix, body)) if prefix else re.compile("(?:%d)?%s" % (code, body))
-    return prefixed, re.compile(body), re.compile(prefix or "(?!)"), longest
+    return prefixed, re.compile(body), re.compile(prefix or "(?!)"), shortest, longest
 
 
 @functools.lru_cache(maxsize=65536)
@@ -382,15 +389,34 @@ def _longest_match(pattern: str) -> int | None:
     is stripped."""
     if not pattern:
         return 0
+    longest = _match_width(pattern)[1]
+    return longest if longest <= 20 else None
+
+
+def _match_width(pattern: str) -> tuple[int, float]:
+    """(fewest, most) characters a regex can match; any doubt gives (0, inf)."""
     try:
         from re import _parser as parser  # sre_parse before Python 3.11
     except ImportError:  # pragma: no cover
         import sre_parse as parser
     try:
-        longest = parser.parse(pattern).getwidth()[1]
+        return parser.parse(pattern).getwidth()
     except Exception:  # noqa: BLE001 - any doubt means: no pruning
+        return 0, float("inf")
+
+
+def _pattern_gate(rec) -> list | None:
+    """The recognizer's own regexes, compiled as it compiles them, when it can
+    only report spans its patterns match (presidio's PatternRecognizer.analyze,
+    IbanRecognizer.analyze): a window none of them matches is skipped without
+    the cost of a presidio call. None for any other recognizer (always called)."""
+    import regex
+    from presidio_analyzer import PatternRecognizer
+    from presidio_analyzer.predefined_recognizers import IbanRecognizer
+
+    if type(rec).analyze not in (PatternRecognizer.analyze, IbanRecognizer.analyze):
         return None
-    return longest if longest <= 20 else None
+    return [regex.compile(p.regex, flags=rec.global_regex_flags) for p in rec.patterns]
 
 
 def _load_ner(model: str):
@@ -411,6 +437,7 @@ class Redactor:
     def __init__(self, pcfg: PiiConfig):
         self.cfg = pcfg
         self.recognizers = _recognizers(pcfg) if pcfg.enabled else []
+        self.gates = {entity: _pattern_gate(rec) for entity, rec in self.recognizers}
         self.patterns = {p: re.compile(p) for e, _ in self.recognizers for t in TRIGGERS[e] for p in t.patterns}
         self._memo: dict[tuple[str, str], tuple] = {}
         self.nlp = _load_ner(pcfg.ner_model) if pcfg.enabled and pcfg.ner_model else None
@@ -462,6 +489,9 @@ class Redactor:
     def _analyze(self, entity: str, rec, window: str) -> tuple:
         """presidio's findings in one window, remembered: dates, versions and the
         like repeat across documents, and phone parsing (8 regions) is costly."""
+        gate = self.gates[entity]
+        if gate is not None and not any(p.search(window) for p in gate):
+            return ()
         key = (entity, window)
         found = self._memo.get(key)
         if found is None:
