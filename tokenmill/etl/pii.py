@@ -156,13 +156,20 @@ class RegionPhones:
         digits = _Digits.of(text)
         if digits is None or digits.international_after_plus():
             return [region for region, _, _, _ in self.by_region]
-        seen: dict[tuple, bool] = {}  # US and CA share a country code
+        # A region without metadata (e.g. presidio's "UK") parses only numbers
+        # written with "+": handled above. Regions share country codes (US, CA)
+        # and international prefixes ("00"): each is checked once per window.
+        national: dict[int, bool] = {}
+        international: dict[str, bool] = {}
         out = []
         for region, code, idd, _ in self.by_region:
-            key = (code, idd.pattern if idd else None)
-            if key not in seen:
-                seen[key] = code is None or digits.may_hold(code, idd)
-            if seen[key]:
+            if code is None:
+                continue
+            if code not in national:
+                national[code] = digits.national_may_hold(code)
+            if not national[code] and idd is not None and idd.pattern not in international:
+                international[idd.pattern] = digits.international_after(idd)
+            if national[code] or (idd is not None and international[idd.pattern]):
                 out.append(region)
         return out
 
@@ -193,6 +200,8 @@ class _Digits:
 
     def __init__(self, digits: str, starts: list[tuple[int, int]], ends: list[int], plus: list[int]):
         self.digits, self.starts, self.ends, self.plus = digits, starts, ends, plus
+        # the most digits a number starting here can span
+        self.widest = max((limit - s for s, limit in starts), default=0)
 
     @classmethod
     def of(cls, text: str) -> "_Digits | None":
@@ -229,17 +238,23 @@ class _Digits:
         starts = [(s, seg_end[seg]) for s, _, seg in groups]
         return cls("".join(parts), starts, [e for _, e, _ in groups], plus)
 
-    def may_hold(self, code: int, idd) -> bool:
-        """Could a number of country ``code`` (international prefix ``idd``) start here?"""
-        if idd is not None:
-            for s, limit in self.starts:
-                m = idd.match(self.digits, s, limit)
-                if m and self.international_at(m.end(), limit):
-                    return True
+    def international_after(self, idd) -> bool:
+        """Could a number written after the international prefix ``idd`` start here?"""
+        for s, limit in self.starts:
+            m = idd.match(self.digits, s, limit)
+            if m and self.international_at(m.end(), limit):
+                return True
+        return False
+
+    def national_may_hold(self, code: int) -> bool:
+        """Could a number of country ``code``, written without "+" or an
+        international prefix, start here?"""
         pattern = _national_pattern(code, True)
         if pattern is None:
             return code in _country_codes()
         shortest = pattern[3]  # skip starts too close to their segment's end
+        if self.widest < shortest:
+            return False
         return any(self.national_at(code, s, limit) for s, limit in self.starts if limit - s >= shortest)
 
     def international_after_plus(self) -> bool:
