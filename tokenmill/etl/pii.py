@@ -39,10 +39,34 @@ from tokenmill.etl.config import PiiConfig
 # tldextract reads this when imported; "" means: never download, use the bundled list.
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 
+
+
+def _phone_punctuation() -> str:
+    """What phonenumbers' matcher lets stand between two digit groups of one
+    number, as the regex class body it uses (its punctuation string, with the
+    ranges it forms inside a class: "x", "~", dashes, brackets, spaces ...)."""
+    try:
+        from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
+    except ImportError:  # pragma: no cover - then anything but a letter or digit
+        return r"\W_"
+    return _VALID_PUNCTUATION
+
+
+PHONE_PUNCTUATION = _phone_punctuation()
+PHONE_SEPARATORS = "[%s\\s]" % PHONE_PUNCTUATION  # the matcher's, and any whitespace
 # What could be PII of each type: cheap regexes, each run once over the whole text.
 # Python's re is fast on a literal first character and slow on alternations, so
 # they stay separate and simple.
-DIGIT_RUN = r"\d[\d\s().+\-/]{4,}"  # phones, cards, SSNs, IPv4, IBAN account numbers
+# A digit run (phones, cards, SSNs, IPv4, IBAN account numbers): digit groups
+# joined by phone separators, so it holds every candidate phonenumbers'
+# matcher could read there. Compiled with the least digit count a candidate
+# needs (``Redactor._digit_runs``), so short runs are skipped inside the regex.
+DIGIT_RUN = r"\d(?:%s*\d){%%d,}" % PHONE_SEPARATORS
+ACCOUNT_RUN = DIGIT_RUN % 4  # 5+ digits: every IBAN's account number (BBAN) has such a run
+# What phonenumbers' matcher may read before a number's first digit: up to
+# two brackets or "+" signs, each followed by up to 4 punctuation characters.
+_LEAD = re.compile(r"(?:[(\[\uff08\uff3b+\uff0b][%s]{0,4}){1,2}\Z" % PHONE_PUNCTUATION)
+MAX_LEAD = 10
 
 
 @dataclass(frozen=True)
@@ -68,14 +92,15 @@ TRIGGERS: dict[str, tuple[Trigger, ...]] = {
     "PHONE_NUMBER": (DIGITS_TIGHT,),
     "CREDIT_CARD": (DIGITS_TIGHT,),
     "US_SSN": (DIGITS_TIGHT,),
-    # An IBAN is found through the digit run of its account number (every BBAN
-    # has 5+ digits in a row); the window reaches back to the country code.
-    "IBAN_CODE": (Trigger((DIGIT_RUN,), None, True),),
+    # An IBAN is found through the digit run of its account number; the window
+    # reaches back to the country code.
+    "IBAN_CODE": (Trigger((ACCOUNT_RUN,), None, True),),
     "IP_ADDRESS": (DIGITS_TIGHT, Trigger((r"::", r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:"), 0, True)),
     "CRYPTO": (Trigger((r"[13][a-zA-HJ-NP-Z0-9]{25}", r"bc1[a-zA-HJ-NP-Z0-9]{25}"), 0, True),),
     "URL": (Trigger((r"://", r"www\.", r"\w\.[a-zA-Z]{2,}"), 0, True),),
 }
-# A digit run is a candidate when it holds 5+ digits or looks like a dotted quad.
+# A digit run is a candidate when it holds 5+ digits (fewer when a configured
+# phone region has shorter numbers, e.g. DE) or looks like a dotted quad.
 MIN_RUN_DIGITS = 5
 NER_LABELS = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION",
               "ORG": "ORGANIZATION", "NORP": "NRP"}
@@ -152,6 +177,16 @@ class RegionPhones:
             if code is not None:
                 _national_pattern(code, True)  # built once per worker, not per window
 
+    def fewest_digits(self) -> tuple[int, int]:
+        """The fewest digits a number these regions find can have, written
+        (without "+", after "+"). Without "+": a national number by the
+        country's own patterns, or an international prefix's digits followed by
+        a country code and the shortest national number parsing accepts. After
+        "+" (any country): a country code and that shortest national number."""
+        plain = [_fewest_digits(code, True) for _, code, _, _ in self.by_region if code is not None]
+        plain += [_match_width(idd.pattern)[0] + 1 + _MIN_NSN for _, _, idd, _ in self.by_region if idd is not None]
+        return min(plain, default=MIN_RUN_DIGITS), 1 + _MIN_NSN
+
     def regions_to_try(self, text: str) -> list[str]:
         digits = _Digits.of(text)
         if digits is None or digits.international_after_plus():
@@ -214,10 +249,8 @@ class _Digits:
                 continue
             if len(run) > MAX_PHONE_GROUP:
                 return None
-            if prev is not None:
-                sep = text[prev:m.start()]
-                if len(sep) > 4 or not _PHONE_PUNCT.issuperset(sep):
-                    segment += 1
+            if prev is not None and not _PHONE_JOIN.fullmatch(text, prev, m.start()):
+                segment += 1
             groups.append((n, n + len(run), segment))
             n += len(run)
             prev = m.end()
@@ -299,21 +332,9 @@ _DIGITS_OR_PLUS = re.compile(r"\d+|[+\uff0b]")
 _EXTENSION_MARK = re.compile(r"[#\uff03~\uff5ex\uff58]|int|\uff49\uff4e\uff54|доб|anexo", re.IGNORECASE)
 
 
-def _phone_punct() -> frozenset:
-    try:
-        from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
-    except ImportError:  # pragma: no cover - any character then joins groups
-        return _ANY
-    return frozenset(_VALID_PUNCTUATION)
-
-
-class _Anything(frozenset):
-    def issuperset(self, other) -> bool:  # noqa: D102
-        return True
-
-
-_ANY = _Anything()
-_PHONE_PUNCT = _phone_punct()
+# What joins two digit groups into one candidate in phonenumbers' matcher:
+# at most 4 of its punctuation characters.
+_PHONE_JOIN = re.compile("[%s]{0,4}" % PHONE_PUNCTUATION)
 _PATTERNS: dict[tuple[int, bool], tuple | None] = {}
 
 
@@ -332,6 +353,23 @@ def _national_pattern(code: int, own_code: bool):
     if key not in _PATTERNS:
         _PATTERNS[key] = _build_national_pattern(code, own_code)
     return _PATTERNS[key]
+
+
+def _fewest_digits(code: int, own_code: bool) -> int:
+    pattern = _national_pattern(code, own_code)
+    return 1 if pattern is None else pattern[3]
+
+
+def _min_nsn() -> int:
+    """The shortest national number phonenumbers' parser accepts."""
+    try:
+        from phonenumbers.phonenumberutil import _MIN_LENGTH_FOR_NSN
+    except ImportError:  # pragma: no cover
+        return 1
+    return _MIN_LENGTH_FOR_NSN
+
+
+_MIN_NSN = _min_nsn()
 
 
 def _build_national_pattern(code: int, own_code: bool):
@@ -453,7 +491,13 @@ class Redactor:
         self.cfg = pcfg
         self.recognizers = _recognizers(pcfg) if pcfg.enabled else []
         self.gates = {entity: _pattern_gate(rec) for entity, rec in self.recognizers}
-        self.patterns = {p: re.compile(p) for e, _ in self.recognizers for t in TRIGGERS[e] for p in t.patterns}
+        phones = dict(self.recognizers).get("PHONE_NUMBER")
+        plain, plus = phones.fewest_digits() if phones else (MIN_RUN_DIGITS, MIN_RUN_DIGITS)
+        self.min_run_digits = (min(MIN_RUN_DIGITS, plain), min(MIN_RUN_DIGITS, plus))
+        sources = {p for e, _ in self.recognizers for t in TRIGGERS[e] for p in t.patterns}
+        self.patterns = {p: re.compile(p) for p in sources if p != DIGIT_RUN}
+        if DIGIT_RUN in sources:  # a dotted quad (IPv4) has at least 4 digits
+            self.patterns[DIGIT_RUN] = re.compile(DIGIT_RUN % (min(*self.min_run_digits, 4) - 1))
         self._memo: dict[tuple[str, str], tuple] = {}
         self.nlp = _load_ner(pcfg.ner_model) if pcfg.enabled and pcfg.ner_model else None
         self.placeholders = dict(pcfg.placeholders)
@@ -462,12 +506,30 @@ class Redactor:
 
     def _hits(self, text: str) -> dict[str, list[tuple[int, int]]]:
         """Spans of each trigger pattern in text (digit runs: only the candidates)."""
-        hits = {}
-        for source, pattern in self.patterns.items():
-            spans = [m.span() for m in pattern.finditer(text)
-                     if source != DIGIT_RUN or _digit_candidate(m.group())]
-            hits[source] = spans
-        return hits
+        return {source: self._digit_runs(text, pattern) if source == DIGIT_RUN
+                else [m.span() for m in pattern.finditer(text)]
+                for source, pattern in self.patterns.items()}
+
+    def _digit_runs(self, text: str, pattern) -> list[tuple[int, int]]:
+        """Digit runs that could hold PII: enough digits for a phone number of a
+        configured region (fewer after "+"), or a dotted quad; each with the
+        lead ("+", brackets) phonenumbers' matcher would read before it."""
+        min_digits, min_after_plus = self.min_run_digits
+        spans = []
+        for m in pattern.finditer(text):
+            run = m.group()
+            digits = sum(c.isdigit() for c in run)
+            candidate = digits >= min_digits or run.count(".") >= 3
+            if not candidate and digits < min_after_plus:
+                continue
+            start = m.start()
+            lead = _LEAD.search(text, max(0, start - MAX_LEAD), start)
+            if lead is not None:
+                start = lead.start()
+                candidate = candidate or "+" in lead.group() or "\uff0b" in lead.group()
+            if candidate:
+                spans.append((start, m.end()))
+        return spans
 
     def windows(self, text: str, entity: str | None = None,
                 hits: dict[str, list[tuple[int, int]]] | None = None) -> list[tuple[int, int]]:
@@ -504,13 +566,15 @@ class Redactor:
     def _analyze(self, entity: str, rec, window: str) -> tuple:
         """presidio's findings in one window, remembered: dates, versions and the
         like repeat across documents, and phone parsing (8 regions) is costly."""
-        gate = self.gates[entity]
-        if gate is not None and not any(p.search(window) for p in gate):
-            return ()
         key = (entity, window)
         found = self._memo.get(key)
         if found is None:
-            found = tuple((r.start, r.end, r.entity_type, float(r.score)) for r in rec.analyze(window, [entity], None))
+            gate = self.gates[entity]
+            if gate is not None and not any(p.search(window) for p in gate):
+                found = ()
+            else:
+                found = tuple((r.start, r.end, r.entity_type, float(r.score))
+                              for r in rec.analyze(window, [entity], None))
             if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
             self._memo[key] = found
@@ -557,11 +621,6 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((s, e))
     return out
-
-
-def _digit_candidate(run: str) -> bool:
-    digits = sum(c.isdigit() for c in run)
-    return digits >= MIN_RUN_DIGITS or run.count(".") >= 3
 
 
 def _widen(text: str, s: int, e: int) -> tuple[int, int]:
