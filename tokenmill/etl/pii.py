@@ -6,10 +6,15 @@ text holds no PII, so most of that work finds nothing. Here the same
 presidio recognizers run only on *candidate windows*: short stretches
 around what a cheap regex says could be PII of their type (see ``TRIGGERS``:
 an ``@``, a run of digits, ``::``, a wallet prefix). Phone, card, SSN and
-IPv4 recognizers see only the digit run and two characters either side;
+IPv4 recognizers see only the digit run and three characters either side;
 the others see windows widened to whitespace, so their word-boundary rules
 meet the same neighbours as in the whole document. No recognizer can match
-text that holds none of its triggers. The context enhancer only changes
+text that holds none of its triggers: the digit run joins groups the way
+phonenumbers' matcher does (its own punctuation class) and counts as few
+digits as the shortest number of a configured region. Inside a window, a
+pattern recognizer is called only when one of its own regexes matches there,
+and the phone recognizer only in regions where the digits could form a valid
+number (``RegionPhones``). The context enhancer only changes
 scores, so it is skipped: with ``score_threshold: 0`` (presidio's default)
 it cannot change what is redacted; with a higher threshold a finding that
 context would have lifted over it stays unredacted.
@@ -85,7 +90,7 @@ class Trigger:
     widen: bool
 
 
-DIGITS_TIGHT = Trigger((DIGIT_RUN,), 2, False)
+DIGITS_TIGHT = Trigger((DIGIT_RUN,), 3, False)  # 3: see PHONE_CONTEXT_AFTER
 TRIGGERS: dict[str, tuple[Trigger, ...]] = {
     "EMAIL_ADDRESS": (Trigger((r"@\w",), 0, True),),
     # phonenumbers (8 regions) is the costliest recognizer: give it only the runs.
@@ -146,6 +151,9 @@ def _recognizers(pcfg: PiiConfig) -> list:
 PHONE_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
                "voicemail", "fixed_line", "mobile")
 MAX_PHONE_GROUP = 20  # phonenumbers' digit block limit: longer runs may be cut anywhere
+# The matcher reads past a candidate's end: the next character, and a ":[0-5]\d"
+# timestamp suffix (so a window needs 3 characters after a digit run).
+PHONE_CONTEXT_AFTER = 3
 
 
 class RegionPhones:
@@ -227,10 +235,12 @@ class _Digits:
     group and ends at a group's end in the same *segment* (groups so joined).
     An extension ("x", "#", "ext", ...) reads a bounded count of digits, so a
     candidate may end, and the next one start, inside a group: with such a
-    marker in the window every digit is a possible start and end. Parsing strips the extension before it
-    reads letters as digits (vanity numbers), so letters matter only when 3+
-    of them lie between the window's digits: such windows, and those with
-    longer groups, are not judged (``of`` gives None).
+    marker in the window every digit is a possible start and end. Parsing
+    reads letters as digits (vanity numbers) when a candidate holds 3+ ASCII
+    letters; a candidate's letters can only be "x" (punctuation) or those of
+    extension words ("ext", "anexo", "int"), so a window where some stretch of
+    such characters holds 3+ ASCII letters between digits, or a group of more
+    than MAX_PHONE_GROUP digits, is not judged (``of`` gives None).
     """
 
     def __init__(self, digits: str, starts: list[tuple[int, int]], ends: list[int], plus: list[int]):
@@ -257,9 +267,9 @@ class _Digits:
             parts.append(run if run.isascii() else "".join(str(int(c)) for c in run))
         if not groups:
             return cls("", [], [], plus)
-        lo = _DIGIT.search(text).start()
-        if sum(c.isalpha() for c in text[lo:prev]) >= 3:
-            return None
+        for stretch in _CANDIDATE_STRETCH.findall(text):
+            if len(_ASCII_LETTERS.findall(stretch)) >= 3:
+                return None
         seg_end = {}
         for _, e, seg in groups:
             seg_end[seg] = e
@@ -327,7 +337,24 @@ class _Digits:
         return False
 
 
+def _candidate_chars() -> str:
+    """A regex class of every character a matcher candidate may hold: digits,
+    its punctuation, "+", and the characters of its extension patterns (letters
+    in both cases, separators, and some regex syntax, which only widens it)."""
+    try:
+        from phonenumbers.phonenumberutil import _EXTN_PATTERNS_FOR_MATCHING as extension
+    except ImportError:  # pragma: no cover - then anything
+        return r"[\s\S]"
+    chars = set(re.sub(r"\\[a-zA-Z]", "", extension)) - set("0123456789")
+    chars |= {c.upper() for c in chars} | {c.lower() for c in chars} | set("+\uff0b\t ")
+    return "[%s%s\\d]" % (PHONE_PUNCTUATION, "".join(re.escape(c) for c in sorted(chars)))
+
+
 _DIGIT = re.compile(r"\d")
+_CANDIDATE_CHARS = _candidate_chars()
+# A candidate's letters lie between two digits joined by such characters.
+_CANDIDATE_STRETCH = re.compile(r"\d(?:%s*\d)?" % _CANDIDATE_CHARS)
+_ASCII_LETTERS = re.compile("[A-Za-z]")
 _DIGITS_OR_PLUS = re.compile(r"\d+|[+\uff0b]")
 _EXTENSION_MARK = re.compile(r"[#\uff03~\uff5ex\uff58]|int|\uff49\uff4e\uff54|доб|anexo", re.IGNORECASE)
 
@@ -649,15 +676,30 @@ def _chunks(text: str, size: int):
 
 def _remove_contained(found: list[Finding]) -> list[Finding]:
     """presidio's remove_duplicates: drop a finding inside another of the same type
-    with at least its score (same span: keep the higher score)."""
+    with at least its score (same span: keep the higher score). A sweep by start,
+    so documents with thousands of findings stay cheap."""
     out = []
+    by_entity: dict[str, list[Finding]] = {}
     for f in found:
-        if any(g is not f and g.entity == f.entity and g.start <= f.start and f.end <= g.end
-               and (g.score > f.score or (g.score == f.score and (g.end - g.start) > (f.end - f.start)))
-               for g in found):
-            continue
-        out.append(f)
-    return out
+        by_entity.setdefault(f.entity, []).append(f)
+    for group in by_entity.values():
+        group.sort(key=lambda f: f.start)
+        reaching: list[Finding] = []  # findings started so far that reach past the current start
+        i = 0
+        while i < len(group):
+            start = group[i].start
+            j = i
+            while j < len(group) and group[j].start == start:
+                j += 1
+            reaching = [g for g in reaching if g.end > start] + group[i:j]
+            out.extend(f for f in group[i:j] if not any(g is not f and _dominates(g, f) for g in reaching))
+            i = j
+    return sorted(out)
+
+
+def _dominates(g: Finding, f: Finding) -> bool:
+    return g.start <= f.start and f.end <= g.end and (
+        g.score > f.score or (g.score == f.score and (g.end - g.start) > (f.end - f.start)))
 
 
 def _resolve_overlaps(found: list[Finding]) -> list[Finding]:
