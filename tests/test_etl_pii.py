@@ -132,14 +132,14 @@ PHONE_WINDOWS = [  # (window, regions phonenumbers finds a number in, regions we
     ("+1 (212) 555-0198.", ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"],
      ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"]),
     (" (212) 555-0198 ", ["US", "IN", "CA", "BR"], ["US", "IN", "CA", "BR"]),
-    (" 020 7946 0958 ", ["GB", "IN"], ["US", "GB", "IN", "CA"]),
+    (" 020 7946 0958 ", ["GB", "IN"], ["GB", "IN"]),
     (" 0049 30 901820 ", ["GB", "DE", "FR", "IL", "IN"], ["GB", "DE", "FR", "IL", "IN", "BR"]),
     (" 011 44 20 7946 0958 ", ["US", "CA"], ["US", "GB", "IN", "CA", "BR"]),
-    ("3#2472802949891323026", ["IN"], ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"]),  # an extension cuts the group
+    ("3#2472802949891323026", ["IN"], ["US", "DE", "FR", "IL", "IN", "CA", "BR"]),  # an extension cuts the group
     ("7e24e129# 0957987275", ["DE", "IL"], ["DE", "FR", "IL"]),  # ... at its start and its end
     (" 030 901820 ", ["DE", "IL"], ["DE", "IL"]),
     (" 01 23 45 67 89 ", ["FR"], ["FR"]),
-    (" (11) 91234-5678 ", ["BR"], ["GB", "BR"]),
+    (" (11) 91234-5678 ", ["BR"], ["BR"]),
     (" 03-1234567 ", ["IL"], ["IL"]),
 ]
 
@@ -259,3 +259,14 @@ def test_timestamps_are_not_phone_numbers(text):
               for r in PhoneRecognizer(supported_regions=(region,)).analyze(text, ["PHONE_NUMBER"])}
     ours = {(f.start, f.end) for f in Redactor(cfg).find(text) if f.entity == "PHONE_NUMBER"}
     assert ours == theirs
+
+
+def test_region_whose_prefix_rule_writes_digits_is_not_pruned():
+    # Jersey parses "057629" by rewriting it to "1534057629": no pattern of the
+    # written digits can rule such numbers out.
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    window = ")0576-29"
+    assert PhoneRecognizer(supported_regions=("JE",)).analyze(window, ["PHONE_NUMBER"])
+    phones = dict(Redactor(PiiConfig(phone_regions=("GB", "JE"))).recognizers)["PHONE_NUMBER"]
+    assert phones.regions_to_try(window) == ["JE"]

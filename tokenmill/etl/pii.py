@@ -177,13 +177,18 @@ class RegionPhones:
         import phonenumbers
 
         self.by_region = []
+        self.own_pattern = {}  # region -> what its national numbers match (built once per worker)
         for region in regions:
             meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
             idd = re.compile(meta.international_prefix) if meta and meta.international_prefix else None
             code = meta.country_code if meta else None
             self.by_region.append((region, code, idd, make(supported_regions=(region,))))
             if code is not None:
-                _national_pattern(code, True)  # built once per worker, not per window
+                # Parsing strips the national prefix by this region's rule, or by
+                # the code's main region's when the country code is written.
+                main = phonenumbers.PhoneMetadata.metadata_for_region(phonenumbers.region_code_for_country_code(code))
+                rules = tuple(sorted({_parsing_rule(meta), _parsing_rule(main or meta)}))
+                self.own_pattern[region] = _national_pattern(code, True, rules)
 
     def fewest_digits(self) -> tuple[int, int]:
         """The fewest digits a number these regions find can have, written
@@ -191,7 +196,7 @@ class RegionPhones:
         country's own patterns, or an international prefix's digits followed by
         a country code and the shortest national number parsing accepts. After
         "+" (any country): a country code and that shortest national number."""
-        plain = [_fewest_digits(code, True) for _, code, _, _ in self.by_region if code is not None]
+        plain = [1 if p is None else p[3] for p in self.own_pattern.values()]
         plain += [_match_width(idd.pattern)[0] + 1 + _MIN_NSN for _, _, idd, _ in self.by_region if idd is not None]
         return min(plain, default=MIN_RUN_DIGITS), 1 + _MIN_NSN
 
@@ -200,19 +205,21 @@ class RegionPhones:
         if digits is None or digits.international_after_plus():
             return [region for region, _, _, _ in self.by_region]
         # A region without metadata (e.g. presidio's "UK") parses only numbers
-        # written with "+": handled above. Regions share country codes (US, CA)
+        # written with "+": handled above. Regions share national rules (US, CA)
         # and international prefixes ("00"): each is checked once per window.
-        national: dict[int, bool] = {}
+        national: dict[tuple, bool] = {}
         international: dict[str, bool] = {}
         out = []
         for region, code, idd, _ in self.by_region:
             if code is None:
                 continue
-            if code not in national:
-                national[code] = digits.national_may_hold(code)
-            if not national[code] and idd is not None and idd.pattern not in international:
+            pattern = self.own_pattern[region]
+            key = (code, id(pattern))
+            if key not in national:
+                national[key] = digits.national_may_hold(code, pattern)
+            if not national[key] and idd is not None and idd.pattern not in international:
                 international[idd.pattern] = digits.international_after(idd)
-            if national[code] or (idd is not None and international[idd.pattern]):
+            if national[key] or (idd is not None and international[idd.pattern]):
                 out.append(region)
         return out
 
@@ -289,16 +296,16 @@ class _Digits:
                 return True
         return False
 
-    def national_may_hold(self, code: int) -> bool:
+    def national_may_hold(self, code: int, pattern) -> bool:
         """Could a number of country ``code``, written without "+" or an
-        international prefix, start here?"""
-        pattern = _national_pattern(code, True)
+        international prefix, start here? ``pattern``: ``_national_pattern``
+        for the region parsing it."""
         if pattern is None:
             return code in _country_codes()
         shortest = pattern[3]  # skip starts too close to their segment's end
         if self.widest < shortest:
             return False
-        return any(self.national_at(code, s, limit) for s, limit in self.starts if limit - s >= shortest)
+        return any(self.national_at(code, pattern, s, limit) for s, limit in self.starts if limit - s >= shortest)
 
     def international_after_plus(self) -> bool:
         limits = dict(self.starts)
@@ -308,16 +315,15 @@ class _Digits:
         """Could a country code and a valid national number for it start at ``pos``?"""
         digits = self.digits
         for width in (1, 2, 3):
-            if pos + width < limit and digits[pos] != "0" and \
-                    self.national_at(int(digits[pos:pos + width]), pos + width, limit, False):
-                return True
+            if pos + width < limit and digits[pos] != "0":
+                code = int(digits[pos:pos + width])
+                if self.national_at(code, _national_pattern(code, False), pos + width, limit):
+                    return True
         return False
 
-    def national_at(self, code: int, pos: int, limit: int, own_code: bool = True) -> bool:
-        """Could a valid national number of country ``code`` start at ``pos`` (after a
-        national prefix; with ``own_code``, after the country code written without "+")
-        and end at a group's end before ``limit``?"""
-        pattern = _national_pattern(code, own_code)
+    def national_at(self, code: int, pattern, pos: int, limit: int) -> bool:
+        """Could a valid national number of country ``code`` start at ``pos`` (after
+        what ``pattern`` lets parsing strip) and end at a group's end before ``limit``?"""
         if pattern is None:
             return code in _country_codes()
         prefixed, bare, lead, shortest, longest = pattern
@@ -371,20 +377,26 @@ def _country_codes():
     return phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 
 
-def _national_pattern(code: int, own_code: bool):
+def _national_pattern(code: int, own_code: bool, rules: tuple[tuple[str, str], ...] | None = None):
     """(prefixed, bare, lead, shortest, longest): regexes that every valid national
     number of country ``code`` matches, preceded by what parsing may strip, and the
     fewest and most digits such a match spans (at least one); None: no pattern known
-    (any number of that code is let through, or none when the code does not exist)."""
-    key = (code, own_code)
+    (any number of that code is let through, or none when the code does not exist).
+
+    ``own_code``: written without "+", parsed with one of the national-prefix
+    ``rules`` (``_parsing_rule``; None: those of every region of the code);
+    validity is judged against every region sharing the code. Else: after "+"
+    or an international prefix."""
+    key = (code, own_code, rules)
     if key not in _PATTERNS:
-        _PATTERNS[key] = _build_national_pattern(code, own_code)
+        _PATTERNS[key] = _build_national_pattern(code, own_code, rules)
     return _PATTERNS[key]
 
 
-def _fewest_digits(code: int, own_code: bool) -> int:
-    pattern = _national_pattern(code, own_code)
-    return 1 if pattern is None else pattern[3]
+def _parsing_rule(meta) -> tuple[str, str]:
+    """What parsing strips from a national number written in this region: its
+    national prefix pattern and transform rule."""
+    return meta.national_prefix_for_parsing or meta.national_prefix or "", meta.national_prefix_transform_rule or ""
 
 
 def _min_nsn() -> int:
@@ -399,26 +411,29 @@ def _min_nsn() -> int:
 _MIN_NSN = _min_nsn()
 
 
-def _build_national_pattern(code: int, own_code: bool):
+def _build_national_pattern(code: int, own_code: bool, rules: tuple[tuple[str, str], ...] | None):
     import phonenumbers
 
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
     if not regions:
         return None
-    types, prefixes, strip, transform = [], [], 0, False
+    metas = []
     for region in regions:
         meta = (phonenumbers.PhoneMetadata.metadata_for_nongeo_region(code) if region == "001"
                 else phonenumbers.PhoneMetadata.metadata_for_region(region))
         if meta is None:
             return None
-        prefix = meta.national_prefix_for_parsing or meta.national_prefix or ""
+        metas.append(meta)
+    types, prefixes, strip, transform = [], [], 0, False
+    for prefix, transform_rule in rules if rules is not None else [_parsing_rule(m) for m in metas]:
         stripped = _longest_match(prefix)
-        if stripped is None:
-            return None
+        if stripped is None or re.search(r"\d", re.sub(r"\\\d", "", transform_rule)):
+            return None  # unbounded, or a transform writing digits (JE: 1534 + group 1): no pruning
         strip = max(strip, stripped)
-        transform = transform or bool(meta.national_prefix_transform_rule)
+        transform = transform or bool(transform_rule)
         if prefix and prefix not in prefixes:
             prefixes.append(prefix)
+    for meta in metas:
         # After "+" (any country) the general pattern: smaller to build, still necessary.
         for name in PHONE_TYPES if own_code else ("general_desc",):
             desc = getattr(meta, name, None)
