@@ -164,7 +164,7 @@ def test_phone_region_check_never_drops_a_number_on_random_windows():
     phones = dict(Redactor(PiiConfig()).recognizers)["PHONE_NUMBER"]
     recs = {r: PhoneRecognizer(supported_regions=(r,)) for r in PiiConfig().phone_regions}
     rnd = random.Random(7)
-    chars = "0123456789" * 5 + " -.()/ +x+0e#t:\n~,[]"
+    chars = "0123456789" * 5 + " -.()/ +x+0e#t:\n~,[]\u2013"
     found = pruned = 0
     for _ in range(600):
         window = "".join(rnd.choice(chars) for _ in range(rnd.randint(5, 22)))

@@ -45,7 +45,6 @@ from tokenmill.etl.config import PiiConfig
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 
 
-
 def _phone_punctuation() -> str:
     """What phonenumbers' matcher lets stand between two digit groups of one
     number, as the regex class body it uses (its punctuation string, with the
@@ -71,7 +70,7 @@ ACCOUNT_RUN = DIGIT_RUN % 4  # 5+ digits: every IBAN's account number (BBAN) has
 # What phonenumbers' matcher may read before a number's first digit: up to
 # two brackets or "+" signs, each followed by up to 4 punctuation characters.
 _LEAD = re.compile(r"(?:[(\[\uff08\uff3b+\uff0b][%s]{0,4}){1,2}\Z" % PHONE_PUNCTUATION)
-MAX_LEAD = 10
+MAX_LEAD = 2 * (1 + 4)
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,11 @@ class Trigger:
     widen: bool
 
 
-DIGITS_TIGHT = Trigger((DIGIT_RUN,), 3, False)  # 3: see PHONE_CONTEXT_AFTER
+# phonenumbers' matcher reads past a candidate's end: the next character, and
+# a ":[0-5]\d" timestamp suffix; so the digit-run windows keep 3 characters
+# either side.
+PHONE_CONTEXT = 3
+DIGITS_TIGHT = Trigger((DIGIT_RUN,), PHONE_CONTEXT, False)
 TRIGGERS: dict[str, tuple[Trigger, ...]] = {
     "EMAIL_ADDRESS": (Trigger((r"@\w",), 0, True),),
     # phonenumbers (8 regions) is the costliest recognizer: give it only the runs.
@@ -151,9 +154,6 @@ def _recognizers(pcfg: PiiConfig) -> list:
 PHONE_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
                "voicemail", "fixed_line", "mobile")
 MAX_PHONE_GROUP = 20  # phonenumbers' digit block limit: longer runs may be cut anywhere
-# The matcher reads past a candidate's end: the next character, and a ":[0-5]\d"
-# timestamp suffix (so a window needs 3 characters after a digit run).
-PHONE_CONTEXT_AFTER = 3
 
 
 class RegionPhones:
@@ -368,7 +368,7 @@ _EXTENSION_MARK = re.compile(r"[#\uff03~\uff5ex\uff58]|int|\uff49\uff4e\uff54|д
 # What joins two digit groups into one candidate in phonenumbers' matcher:
 # at most 4 of its punctuation characters.
 _PHONE_JOIN = re.compile("[%s]{0,4}" % PHONE_PUNCTUATION)
-_PATTERNS: dict[tuple[int, bool], tuple | None] = {}
+_PATTERNS: dict[tuple, tuple | None] = {}
 
 
 def _country_codes():
