@@ -43,6 +43,7 @@ def config(shards, run_dir, max_steps, stop_at_step=None) -> TrainConfig:
     return TrainConfig(
         stop_at_step=stop_at_step,
         optim=OptimConfig(warmup_steps=2),  # so the schedule depends on max_steps
+        device="cpu",  # the exact checks mean the CPU, even where CUDA is visible
         model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
         data=DataConfig(shards=str(shards), clean_stale_shm=False),
         checkpoint=CheckpointConfig(every_steps=6, keep_last=5),

@@ -21,6 +21,7 @@ def shards(tmp_path_factory):
 
 def config(shards, run_dir, **overrides) -> TrainConfig:
     values = dict(
+        device="cpu",  # the exact checks mean the CPU, even where CUDA is visible
         model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
         data=DataConfig(shards=str(shards), clean_stale_shm=False),
         checkpoint=CheckpointConfig(every_steps=100),

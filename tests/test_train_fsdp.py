@@ -28,7 +28,8 @@ def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
     results = {}
     # (micro-batches per rank, activation checkpointing)
     for accum, ac in ((1, False), (2, False), (2, True)):
-        model = build_model(CFG, torch.device("cpu"), SEED, activation_checkpointing=ac)
+        model = build_model(CFG, torch.device("cpu"), activation_checkpointing=ac)
+        model.init_weights(SEED)
         # This rank's rows of the global batch, split into `accum` micro-batches.
         mine = batch().chunk(world)[rank].chunk(accum)
         for i, micro in enumerate(mine):

@@ -17,6 +17,7 @@ def test_run_reports_progress_events_metrics_and_mlflow(tmp_path, one_rank, monk
     shards = write_fixture(tmp_path / "shards", n_train=64, n_val=16, seq_len=16)
     run_dir = tmp_path / "run"
     cfg = TrainConfig(
+        device="cpu",  # the exact checks mean the CPU, even where CUDA is visible
         model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
         data=DataConfig(shards=str(shards), clean_stale_shm=False),
         checkpoint=CheckpointConfig(every_steps=3),
@@ -47,6 +48,7 @@ def test_checkpoints_by_time(tmp_path, one_rank, monkeypatch):
     shards = write_fixture(tmp_path / "shards", n_train=32, n_val=8, seq_len=16)
     run_dir = tmp_path / "run"
     cfg = TrainConfig(
+        device="cpu",  # the exact checks mean the CPU, even where CUDA is visible
         model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
         data=DataConfig(shards=str(shards), clean_stale_shm=False),
         # Every 6 ms of wall time: due after every step; only the last 2 kept.

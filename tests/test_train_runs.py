@@ -14,10 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import json
+
 import pytest
 import torch
 import yaml
 
+from tokenmill.typed_config import from_dict
 from tokenmill.train.checkpoint import complete_checkpoints, load_model_weights
 from tokenmill.train.fixture import write_fixture
 from tokenmill.train.model import GPT, ModelConfig
@@ -27,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 12
 
 CONFIG = {
+    "device": "cpu",  # exact-equality tests mean the CPU (gloo, fp32) even where CUDA is visible
     "seed": 7,
     "max_steps": MAX_STEPS,
     "global_batch_size": 8,
@@ -82,7 +86,7 @@ def samples_by_step(run_dir: Path) -> dict[int, list[int]]:
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     last = complete_checkpoints(run_dir / "checkpoints")[-1]
     state = torch.load(last / "trainer_state.pt", weights_only=False)
-    model = GPT(ModelConfig(**state["model_config"]))
+    model = GPT(from_dict(ModelConfig, state["model_config"]))
     load_model_weights(last, model)
     return model.state_dict()
 
@@ -193,24 +197,27 @@ def test_two_rank_checkpoint_resumes_on_one_rank(shards, reference_run, tmp_path
         torch.testing.assert_close(ours[name], ref[name], rtol=1e-3, atol=1e-4)
 
 
-def test_export_writes_safetensors_that_match_the_checkpoint(reference_run, tmp_path):
-    from safetensors.torch import load_file
+def test_export_is_a_transformers_model_with_the_checkpoints_logits(reference_run, tmp_path):
+    """The from-scratch MPT-style run exports as MptForCausalLM; transformers gives its logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tokenmill.cli import main
-    from tokenmill.train.export import load_export
+    from tokenmill.train.export import load_from_checkpoint
 
     out = tmp_path / "export"
-    assert main(["export", "--checkpoint", str(reference_run), "--out", str(out)]) == 0
-    tensors = load_file(str(out / "model.safetensors"))
-    ref = final_weights(reference_run)
-    assert "head.weight" not in tensors  # tied to embed.weight
-    for name, value in tensors.items():
-        assert torch.equal(value, ref[name]), name
-    model, config = load_export(out)
-    assert config["step"] == MAX_STEPS and config["eos_id"] == 0
-    assert (out / "tokenizer.json").exists()
-    tokens = torch.randint(0, model.cfg.vocab_size, (1, 16))
-    assert torch.isfinite(model(tokens)).all()
+    assert main(["export", "--checkpoint", str(reference_run), "--out", str(out), "--max-shard-size", "100KB"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["MptForCausalLM"] and config["eos_token_id"] == 0
+    assert len(json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]) == 1 + 2 * 6 + 1
+    assert len(list(out.glob("model-*.safetensors"))) > 1
+    hf = AutoModelForCausalLM.from_pretrained(out).eval()
+    model, state = load_from_checkpoint(reference_run)
+    assert state["step"] == MAX_STEPS
+    batch = torch.randint(0, model.cfg.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(batch).logits, model(batch), rtol=1e-5, atol=1e-5)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.eos_token_id == 0 and tok.decode(tok("The cat sees").input_ids) == "The cat sees"
 
 
 def test_generate_prints_a_continuation(reference_run, tmp_path, capsys):
@@ -225,6 +232,43 @@ def test_generate_prints_a_continuation(reference_run, tmp_path, capsys):
     first = capsys.readouterr().out
     main(args)
     assert capsys.readouterr().out == first
+    # The exported folder generates the same text as the checkpoint.
+    out = tmp_path / "hf"
+    main(["export", "--checkpoint", str(reference_run), "--out", str(out)])
+    capsys.readouterr()
+    main(["generate", "--checkpoint", str(out), "--prompt", "A dog", "--temperature", "0"])
+    assert capsys.readouterr().out == first
+
+
+def test_sampling_rules(reference_run):
+    from tokenmill.train.export import load_from_checkpoint
+    from tokenmill.train.generate import sample
+
+    model, _ = load_from_checkpoint(reference_run)
+    prompt = [5, 6, 7]
+
+    def argmax_steps(n):  # greedy decoding written out, as the reference
+        ids, out = list(prompt), []
+        with torch.no_grad():
+            for _ in range(n):
+                out.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+                ids.append(out[-1])
+        return out
+
+    greedy = sample(model, prompt, 6, temperature=0, top_k=0, eos_ids={None}, seed=0)
+    assert greedy == argmax_steps(6)
+    # top-k 1 is greedy whatever the temperature; max_new_tokens bounds the output.
+    assert sample(model, prompt, 6, temperature=1.5, top_k=1, eos_ids=set(), seed=3) == greedy
+    assert sample(model, prompt, 2, temperature=0, top_k=0, eos_ids=set(), seed=0) == greedy[:2]
+    # Generation stops at an EOS id and does not print it.
+    stop = greedy[3]
+    first_stop = greedy.index(stop)
+    assert sample(model, prompt, 6, temperature=0, top_k=0, eos_ids={stop}, seed=0) == greedy[:first_stop]
+    # Sampling with top-k draws only from the k most likely tokens.
+    with torch.no_grad():
+        top3 = set(torch.topk(model(torch.tensor([prompt]))[0, -1], 3).indices.tolist())
+    firsts = {sample(model, prompt, 1, temperature=5.0, top_k=3, eos_ids=set(), seed=s)[0] for s in range(40)}
+    assert firsts <= top3 and len(firsts) > 1
 
 
 def test_generate_rejects_a_missing_checkpoint(tmp_path, capsys):

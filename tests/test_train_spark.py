@@ -15,7 +15,7 @@ def test_train_through_torch_distributor(spark, tmp_path, capsys):
     run_dir = tmp_path / "run"
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "run_dir": str(run_dir), "max_steps": 4, "global_batch_size": 4, "micro_batch_size": 2,
+        "run_dir": str(run_dir), "device": "cpu", "max_steps": 4, "global_batch_size": 4, "micro_batch_size": 2,
         "model": {"d_model": 32, "n_layers": 1, "n_heads": 2},
         "data": {"shards": str(shards), "clean_stale_shm": False},
         "checkpoint": {"every_steps": 2}, "log_every": 2, "mlflow": False,

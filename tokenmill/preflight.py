@@ -369,7 +369,7 @@ def dry_checkpoint(model_cfg, root: Path, params: int) -> tuple[Status, str]:
     reduced = params > DRY_RUN_MAX_PARAMS
     if reduced:
         width = max(model_cfg.n_heads * 8, 64 // model_cfg.n_heads * model_cfg.n_heads)
-        model_cfg = dataclasses.replace(model_cfg, n_layers=1, d_model=width,
+        model_cfg = dataclasses.replace(model_cfg, n_layers=1, d_model=width, d_head=None, d_ff=None,
                                         vocab_size=min(model_cfg.vocab_size, 4096))
     store_dir = Path(tempfile.mkdtemp(prefix="tokenmill-preflight-"))
     dist.init_process_group("gloo", store=dist.FileStore(str(store_dir / "store"), 1), rank=0, world_size=1)
@@ -377,7 +377,8 @@ def dry_checkpoint(model_cfg, root: Path, params: int) -> tuple[Status, str]:
         device = torch.device("cpu")
 
         def fresh():
-            model = build_model(model_cfg, device, seed=0)
+            model = build_model(model_cfg, device)
+            model.init_weights(0)
             return model, build_optimizer(model, OptimConfig(), fused=False)
 
         model, optim = fresh()

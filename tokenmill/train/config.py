@@ -17,6 +17,29 @@ from tokenmill.typed_config import from_dict, load_yaml, require, to_dict
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3.1's RoPE frequency scaling (``rope_scaling.rope_type: llama3``)."""
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_context: int = 8192  # original_max_position_embeddings
+
+    def __post_init__(self):
+        require(self.factor > 0, "factor", f"must be > 0, got {self.factor}")
+        require(self.high_freq_factor > self.low_freq_factor > 0, "high_freq_factor",
+                f"must be > low_freq_factor > 0, got {self.high_freq_factor} and {self.low_freq_factor}")
+        require(self.original_context > 0, "original_context", f"must be > 0, got {self.original_context}")
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    # Attend only within each document of a packed sequence (documents end at
+    # EOS) and restart positions there. Off: causal over the whole window.
+    doc_mask: bool = False
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture. ``vocab_size`` and ``seq_len`` must match the shards."""
 
@@ -33,28 +56,52 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    n_kv_heads: Optional[int] = None  # grouped-query attention; None: one per query head
+    d_head: Optional[int] = None  # None: d_model // n_heads
+    d_ff: Optional[int] = None  # MLP hidden width; None: from mlp_ratio
+    rope_scaling: Optional[RopeScaling] = None
+    qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2)
+    context_len: Optional[int] = None  # longest context the model was made for (imports)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
 
     def __post_init__(self):
         require(self.d_model > 0, "d_model", f"must be > 0, got {self.d_model}")
         require(self.n_layers > 0, "n_layers", f"must be > 0, got {self.n_layers}")
         require(self.n_heads > 0, "n_heads", f"must be > 0, got {self.n_heads}")
+        if self.d_head is None:
+            require(
+                self.d_model % self.n_heads == 0,
+                "n_heads",
+                f"must divide d_model ({self.d_model}), got {self.n_heads}",
+            )
+        else:
+            require(self.d_head > 0, "d_head", f"must be > 0, got {self.d_head}")
         require(
-            self.d_model % self.n_heads == 0,
-            "n_heads",
-            f"must divide d_model ({self.d_model}), got {self.n_heads}",
+            self.n_kv_heads is None or (self.n_kv_heads > 0 and self.n_heads % self.n_kv_heads == 0),
+            "n_kv_heads",
+            f"must divide n_heads ({self.n_heads}), got {self.n_kv_heads}",
         )
+        require(self.d_ff is None or self.d_ff > 0, "d_ff", f"must be > 0, got {self.d_ff}")
         require(self.vocab_size > 1, "vocab_size", f"must be > 1, got {self.vocab_size}")
         require(self.seq_len > 0, "seq_len", f"must be > 0, got {self.seq_len}")
         require(self.mlp_ratio > 0, "mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
         if self.position == "rope":
-            require((self.d_model // self.n_heads) % 2 == 0, "position", "rope needs an even head dim")
+            require(self.head_dim % 2 == 0, "position", "rope needs an even head dim")
+        else:
+            require(self.rope_scaling is None, "rope_scaling", "applies only to position: rope")
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.d_head if self.d_head is not None else self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
 
     @property
     def d_hidden(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
         # SwiGLU has three matrices instead of two: scale its width by 2/3 so
         # the parameter count matches a GELU MLP of the same ratio; round up
         # to a multiple of 64 for efficient matmuls.
@@ -66,7 +113,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """ModelConfig as written in YAML: vocab/seq_len may come from the shards."""
+    """ModelConfig as written in YAML: vocab/seq_len may come from the shards.
+
+    With ``init_from`` the architecture comes from the checkpoint's
+    config.json; only ``attention`` (and vocab/seq_len checks) apply then.
+    """
 
     d_model: int = 128
     n_layers: int = 2
@@ -81,6 +132,12 @@ class ModelSpec:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    n_kv_heads: Optional[int] = None
+    d_head: Optional[int] = None
+    d_ff: Optional[int] = None
+    rope_scaling: Optional[RopeScaling] = None
+    qkv_bias: bool = False
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
 
 
 @dataclass(frozen=True)
@@ -140,8 +197,45 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """The Hugging Face folder written by ``tokenmill export`` or ``export_hf``."""
+
+    # Weights' dtype: "auto" keeps the base model's (float32 for models trained
+    # from scratch); serving usually wants bfloat16.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_shard_size: str = "5GB"  # safetensors files of at most this size (KB, MB, GB)
+    out: str = ""  # default <run_dir>/hf
+
+    def __post_init__(self):
+        parse_size(self.max_shard_size, "max_shard_size")
+
+
+def parse_size(text: str, field_name: str) -> int:
+    """'5GB' / '500MB' / '10KB' / '1024' -> bytes (decimal units, as transformers)."""
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
+    value = str(text).strip().upper()
+    for unit, scale in units.items():
+        if value.endswith(unit):
+            number = value[: -len(unit)].strip()
+            break
+    else:
+        number, scale = value, 1
+    try:
+        size = int(float(number) * scale)
+    except ValueError:
+        size = 0
+    require(size > 0, field_name, f"must be a size like 5GB or 500MB, got {text!r}")
+    return size
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
+    # A Hugging Face checkpoint folder to start from (continued pretraining,
+    # fine-tuning). A checkpoint in run_dir still wins: a restart resumes it.
+    init_from: Optional[str] = None
+    export_hf: bool = False  # write a Hugging Face folder at the end of the run
+    export: ExportConfig = field(default_factory=ExportConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -153,6 +247,8 @@ class TrainConfig:
     stop_at_step: Optional[int] = None
     global_batch_size: int = 8  # sequences per optimizer step, all ranks together
     micro_batch_size: int = 4  # sequences per forward pass on one rank
+    # auto: CUDA when visible, else CPU. Tests and CPU-only jobs pin "cpu".
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     activation_checkpointing: bool = False
     compile: bool = False

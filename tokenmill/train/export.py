@@ -1,25 +1,34 @@
-"""``tokenmill export``: consolidated safetensors weights from a sharded checkpoint.
+"""``tokenmill export``: a Hugging Face folder from a training checkpoint.
 
-Writes ``OUT/model.safetensors``, ``OUT/config.json`` (model config, EOS/BOS,
-step) and ``OUT/tokenizer.json``. Runs in one process on CPU: DCP reads the
-shards of any number of ranks into the full tensors.
+The folder opens with ``transformers.AutoModelForCausalLM.from_pretrained``
+and in vLLM, with no custom code: ``config.json``, ``generation_config.json``,
+safetensors files of at most ``--max-shard-size`` (with
+``model.safetensors.index.json`` when there are several) and the tokenizer
+files. A run started from an open model exports as that model's family, with
+its config and tokenizer files; a model trained from scratch exports as
+Llama (rope + rmsnorm + swiglu) or MPT (alibi + layernorm + gelu).
+
+Runs in one process on CPU: the sharded checkpoint of any number of ranks is
+read one output file at a time, so memory holds one file's tensors.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from tokenmill.errors import UserError
-
-WEIGHTS = "model.safetensors"
+from tokenmill.train.config import ExportConfig, parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="run dir, or run_dir/checkpoints/step_N")
-    parser.add_argument("--out", required=True, help="output dir")
+    parser.add_argument("--out", required=True, help="output dir (replaced if it exists)")
+    parser.add_argument("--format", choices=["hf"], default="hf", help="hf: a Hugging Face model folder")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                        help="weights' dtype; auto: the base model's, float32 for models trained from scratch")
+    parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 5GB or 500MB")
 
 
 def run_dir_of(checkpoint_dir: Path) -> Path:
@@ -31,62 +40,80 @@ def load_from_checkpoint(path: Path):
     from tokenmill.train.checkpoint import load_model_weights, read_trainer_state, resolve_checkpoint
     from tokenmill.train.config import ModelConfig
     from tokenmill.train.model import GPT
+    from tokenmill.typed_config import from_dict
 
     ckpt = resolve_checkpoint(path)
     state = read_trainer_state(ckpt)
-    model = GPT(ModelConfig(**state["model_config"]))
+    model = GPT(from_dict(ModelConfig, state["model_config"]))
     load_model_weights(ckpt, model)
     state["checkpoint"] = ckpt
     return model.eval(), state
 
 
-def export(checkpoint: Path, out: Path) -> Path:
-    from safetensors.torch import save_file
-
-    model, state = load_from_checkpoint(checkpoint)
-    run_dir = run_dir_of(state["checkpoint"])
-    tokenizer = run_dir / "tokenizer.json"
-    if not tokenizer.exists():
-        raise UserError(f"no tokenizer.json in {run_dir}: it is copied there when training starts")
-    tensors = model.state_dict()
-    if model.cfg.tie_embeddings:
-        # safetensors stores no shared tensors; the head is the embedding.
-        del tensors["head.weight"]
-    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt", "step": str(state["step"])})
-    manifest = json.loads((run_dir / "dataset.json").read_text()) if (run_dir / "dataset.json").exists() else {}
-    config = {
-        "architecture": "tokenmill-gpt",
-        "model": state["model_config"],
-        "eos_id": state.get("eos_id", manifest.get("eos_id")),
-        "bos_id": manifest.get("bos_id"),
-        "step": state["step"],
-        "tokens": state["tokens"],
-        "checkpoint": str(state["checkpoint"]),
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    shutil.copyfile(tokenizer, out / "tokenizer.json")
-    return out
-
-
-def load_export(out: Path):
-    """(model, config dict) from an export dir."""
-    from safetensors.torch import load_file
-
+def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig()) -> Path:
+    from tokenmill.train import hf_adapter, hf_io
+    from tokenmill.train.base_model import BASE_DIR
+    from tokenmill.train.checkpoint import read_trainer_state, resolve_checkpoint
     from tokenmill.train.config import ModelConfig
-    from tokenmill.train.model import GPT
+    from tokenmill.typed_config import from_dict
 
-    config = json.loads((out / "config.json").read_text())
-    model = GPT(ModelConfig(**config["model"]))
-    tensors = load_file(str(out / WEIGHTS))
-    if model.cfg.tie_embeddings:
-        tensors["head.weight"] = tensors["embed.weight"]
-    model.load_state_dict(tensors)
-    return model.eval(), config
+    ckpt = resolve_checkpoint(checkpoint)
+    state = read_trainer_state(ckpt)
+    model_cfg = from_dict(ModelConfig, state["model_config"])
+    run_dir = run_dir_of(ckpt)
+    base = state.get("base")
+    if base:
+        family, base_dtype = base["family"], base["dtype"]
+        base_dir = run_dir / BASE_DIR
+        base_config = hf_io.read_config(base_dir)
+        files = {name: (base_dir / name).read_bytes() for name in hf_io.METADATA_FILES if (base_dir / name).is_file()}
+    else:
+        family, base_dtype, base_config = hf_adapter.family_for_export(model_cfg), "float32", None
+        files = scratch_files(run_dir, state, model_cfg.seq_len)
+    return write_hf(out, model_cfg, family, base_config, files, hf_io.checkpoint_fetcher(ckpt, model_cfg),
+                    options, base_dtype, state.get("eos_id"), state.get("bos_id"))
+
+
+def write_hf(out: Path, model_cfg, family: str, base_config, files: dict[str, bytes], fetch,
+             options: ExportConfig, base_dtype: str, eos_id=None, bos_id=None) -> Path:
+    """The Hugging Face folder for weights that ``fetch`` returns (see hf_io.write_folder)."""
+    from tokenmill.train import hf_adapter, hf_io
+
+    dtype = hf_io.export_dtype(options.dtype, base_dtype)
+    dtype_name = str(dtype).replace("torch.", "")
+    config = hf_adapter.hf_config(model_cfg, family, base_config, dtype_name, eos_id, bos_id)
+    max_bytes = parse_size(options.max_shard_size, "max_shard_size")
+    return hf_io.write_folder(out, model_cfg, family, config, fetch, dtype, max_bytes, files)
+
+
+def scratch_files(run_dir: Path, state: dict, seq_len: int) -> dict[str, bytes]:
+    """Tokenizer and generation config for a model trained from scratch on our own tokenizer."""
+    from tokenizers import Tokenizer
+
+    path = run_dir / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"no tokenizer.json in {run_dir}: it is copied there when training starts")
+    tok = Tokenizer.from_file(str(path))
+    eos_id, bos_id = state.get("eos_id"), state.get("bos_id")
+    token = lambda i: tok.id_to_token(i) if i is not None else None  # noqa: E731
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": token(eos_id),
+        "bos_token": token(bos_id),
+        "model_max_length": seq_len,
+        "clean_up_tokenization_spaces": False,
+    }
+    generation = {"bos_token_id": bos_id, "eos_token_id": eos_id}
+    as_bytes = lambda d: (json.dumps(d, indent=2) + "\n").encode()  # noqa: E731
+    return {
+        "tokenizer.json": path.read_bytes(),
+        "tokenizer_config.json": as_bytes(tokenizer_config),
+        "generation_config.json": as_bytes(generation),
+    }
 
 
 def main(args: argparse.Namespace) -> int:
-    out = export(Path(args.checkpoint), Path(args.out))
-    print(f"exported {out / WEIGHTS}")
+    options = ExportConfig(dtype=args.dtype, max_shard_size=args.max_shard_size)
+    out = export(Path(args.checkpoint), Path(args.out), options)
+    print(f"exported {out} (Hugging Face format: transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}))")
     return 0

@@ -125,3 +125,56 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- tiny open-model checkpoints, made with transformers itself ----------------------
+
+TINY_HF = {
+    # GQA and Llama 3.1's RoPE scaling (its original context below the test lengths).
+    "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, rope_theta=500000.0, max_position_embeddings=256,
+                  rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+                  tie_word_embeddings=True),
+    "mistral": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=False),
+    "qwen2": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False),
+    "mpt": dict(d_model=64, n_heads=4, n_layers=2, max_seq_len=256),
+}
+HF_CLASSES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "mpt": "Mpt"}
+
+
+def write_hf_model(
+    out: str | Path,
+    family: str,
+    vocab_size: int = 512,
+    tokenizer_dir: str | Path | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    max_shard_size: str | None = None,
+    **overrides,
+) -> Path:
+    """A random ``<Family>ForCausalLM`` saved with ``save_pretrained`` (tiny unless overridden).
+
+    ``tokenizer_dir``: copy its tokenizer.json in, with a tokenizer_config.json
+    that names its EOS, so the folder looks like a real open model.
+    """
+    import shutil
+
+    import torch
+    import transformers
+
+    out = Path(out)
+    name = HF_CLASSES[family]
+    config = getattr(transformers, f"{name}Config")(vocab_size=vocab_size, **{**TINY_HF[family], **overrides})
+    torch.manual_seed(seed)
+    model = getattr(transformers, f"{name}ForCausalLM")(config).to(getattr(torch, dtype))
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(str(out), **kwargs)
+    if tokenizer_dir is not None:
+        shutil.copyfile(Path(tokenizer_dir) / "tokenizer.json", out / "tokenizer.json")
+        tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
+                            "bos_token": None, "model_max_length": 256}
+        (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    return out

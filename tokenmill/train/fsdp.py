@@ -33,10 +33,21 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed() -> Dist:
+def pick_device(kind: str = "auto") -> str:
+    """"cuda" or "cpu": what the config asks for; "auto" takes CUDA when visible."""
+    cuda = torch.cuda.is_available()
+    if kind == "cuda" and not cuda:
+        from tokenmill.errors import UserError
+
+        raise UserError("device: cuda, but no CUDA device is visible; set device: cpu or auto")
+    return "cuda" if kind == "cuda" or (kind == "auto" and cuda) else "cpu"
+
+
+def init_distributed(kind: str = "auto") -> Dist:
     """Join the process group set up by torchrun (or a 1-process default).
 
-    GPU: nccl, one device per local rank. CPU: gloo.
+    GPU: nccl, one device per local rank. CPU: gloo. ``kind`` is the
+    config's ``device`` (auto, cpu, cuda).
     """
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
@@ -45,7 +56,7 @@ def init_distributed() -> Dist:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     if "MASTER_PORT" not in os.environ:
         os.environ["MASTER_PORT"] = str(free_port())
-    cuda = torch.cuda.is_available()
+    cuda = pick_device(kind) == "cuda"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     local_rank = int(os.environ["LOCAL_RANK"])
@@ -68,16 +79,15 @@ def free_port() -> int:
 def build_model(
     cfg: ModelConfig,
     device: torch.device,
-    seed: int,
     bf16: bool = False,
     activation_checkpointing: bool = False,
     compile: bool = False,
 ) -> GPT:
-    """Build on the meta device, shard, then materialize only this rank's shards.
+    """Build on the meta device, shard, then allocate only this rank's shards.
 
-    No rank ever holds the full model in memory; ``init_weights`` draws the
-    same full values on every rank and keeps its own shard, so the weights
-    do not depend on the number of ranks.
+    No rank ever holds the full model in memory. The weights are left
+    uninitialised: the caller fills them (``init_weights``, a Hugging Face
+    checkpoint, or a training checkpoint).
     """
     with torch.device("meta"):
         model = GPT(cfg)
@@ -95,5 +105,5 @@ def build_model(
         fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     model.to_empty(device=device)
-    model.init_weights(seed)
+    model.reset_buffers()
     return model

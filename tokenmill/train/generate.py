@@ -1,7 +1,8 @@
 """``tokenmill generate``: sample a continuation of a prompt, for quick looks.
 
-``--checkpoint`` takes an export dir (model.safetensors), a run dir or a
-checkpoint dir. Sampling: temperature and top-k; stops at EOS.
+``--checkpoint`` takes a Hugging Face folder (``tokenmill export``'s, or an
+open model's), a run dir or a checkpoint dir. Sampling: temperature and
+top-k; stops at EOS.
 """
 
 from __future__ import annotations
@@ -22,28 +23,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load(path: Path):
-    """(model, tokenizer, eos_id) from an export, run or checkpoint dir."""
+    """(model, tokenizer, eos_ids) from a Hugging Face folder, run dir or checkpoint dir."""
     from tokenizers import Tokenizer
 
-    from tokenmill.train.export import WEIGHTS, load_export, load_from_checkpoint, run_dir_of
+    from tokenmill.train.export import load_from_checkpoint, run_dir_of
 
-    if (path / WEIGHTS).exists():
-        model, config = load_export(path)
-        tokenizer_path, eos_id = path / "tokenizer.json", config["eos_id"]
+    if (path / "config.json").is_file() and not (path / "checkpoints").is_dir():
+        from tokenmill.train.base_model import load_pretrained
+        from tokenmill.train.hf_io import read_config
+
+        model, _ = load_pretrained(path)
+        tokenizer_path, eos_ids = path / "tokenizer.json", hf_eos_ids(path, read_config(path))
     else:
         model, state = load_from_checkpoint(path)
-        tokenizer_path, eos_id = run_dir_of(state["checkpoint"]) / "tokenizer.json", state.get("eos_id")
+        tokenizer_path, eos_ids = run_dir_of(state["checkpoint"]) / "tokenizer.json", {state.get("eos_id")}
     if not tokenizer_path.exists():
         raise UserError(f"no tokenizer.json next to {path}")
-    return model, Tokenizer.from_file(str(tokenizer_path)), eos_id
+    return model, Tokenizer.from_file(str(tokenizer_path)), eos_ids
 
 
-def sample(model, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_k: int, eos_id, seed: int) -> list[int]:
-    """Autoregressive sampling; the context is cropped to the model's seq_len."""
+def hf_eos_ids(path: Path, config: dict) -> set:
+    """EOS ids of a Hugging Face folder: generation_config.json's (one or a list), else config.json's."""
+    import json
+
+    eos = config.get("eos_token_id")
+    generation = path / "generation_config.json"
+    if generation.is_file():
+        eos = json.loads(generation.read_text()).get("eos_token_id", eos)
+    return set(eos) if isinstance(eos, list) else {eos}
+
+
+def sample(model, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_k: int, eos_ids, seed: int) -> list[int]:
+    """Autoregressive sampling; the context is cropped to the model's seq_len.
+
+    ``eos_ids``: a set of ids that end the text (not included in the output).
+    """
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    ids = list(prompt_ids) or [eos_id if eos_id is not None else 0]
+    eos_ids = {i for i in eos_ids if i is not None}
+    ids = list(prompt_ids) or [min(eos_ids) if eos_ids else 0]
     out: list[int] = []
     with torch.no_grad():
         for _ in range(max_new_tokens):
@@ -57,7 +76,7 @@ def sample(model, prompt_ids: list[int], max_new_tokens: int, temperature: float
                     kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
                     logits = logits.masked_fill(logits < kth, float("-inf"))
                 next_id = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
-            if next_id == eos_id:
+            if next_id in eos_ids:
                 break
             ids.append(next_id)
             out.append(next_id)
@@ -68,8 +87,8 @@ def main(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     if not path.exists():
         raise UserError(f"--checkpoint {path} does not exist")
-    model, tokenizer, eos_id = load(path)
+    model, tokenizer, eos_ids = load(path)
     prompt_ids = tokenizer.encode(args.prompt).ids
-    new_ids = sample(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, eos_id, args.seed)
+    new_ids = sample(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, eos_ids, args.seed)
     print(args.prompt + tokenizer.decode(new_ids))
     return 0

@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", help="shards dir or URI (overrides data.shards)")
     parser.add_argument("--run-dir", help="where checkpoints and logs go (overrides run_dir)")
     parser.add_argument("--max-steps", type=int, help="overrides max_steps")
+    parser.add_argument("--init-from", help="Hugging Face checkpoint folder to start from (overrides init_from)")
     parser.add_argument(
         "--stop-at-step", type=int, help="end this run at that step with a checkpoint (schedule unchanged); rerun to resume"
     )
@@ -47,7 +48,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     cfg = load_config(args.config)
     overrides = {
         "data.shards": args.shards, "run_dir": args.run_dir, "max_steps": args.max_steps,
-        "stop_at_step": args.stop_at_step,
+        "stop_at_step": args.stop_at_step, "init_from": getattr(args, "init_from", None),
     }
     return replace(cfg, overrides)
 
@@ -60,7 +61,12 @@ def check(cfg: TrainConfig, nproc: int) -> None:
         raise UserError("no shards given: set data.shards in the config or pass --shards DIR")
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cfg.run_path / "cache"
     info = data.read_manifest(cfg.data.shards, cache)
-    data.resolve_model(cfg.model, info)
+    if cfg.init_from:
+        from tokenmill.train import base_model
+
+        base_model.prepare(cfg.init_from, cfg.model, info)  # config, tokenizer, shapes: before any rank
+    else:
+        data.resolve_model(cfg.model, info)
     data.check_split_sizes(info, cfg.global_batch_size)
     cfg.grad_accum(nproc)
     if nproc < 1:
@@ -93,14 +99,16 @@ def run_torchrun(config_path: Path, nproc: int, max_restarts: int) -> int:
 
 def run_spark(cfg: TrainConfig, nproc: int) -> dict:
     """Ranks as Spark tasks (or torchrun on the driver for a local master)."""
-    import torch
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from tokenmill.train.loop import train_from_dict
 
     spark = _spark_session()
     local_mode = spark.sparkContext.master.startswith("local")
-    distributor = TorchDistributor(num_processes=nproc, local_mode=local_mode, use_gpu=torch.cuda.is_available())
+    from tokenmill.train.fsdp import pick_device
+
+    use_gpu = pick_device(cfg.device) == "cuda"
+    distributor = TorchDistributor(num_processes=nproc, local_mode=local_mode, use_gpu=use_gpu)
     return distributor.run(train_from_dict, to_dict(cfg))
 
 

@@ -21,10 +21,10 @@ import torch.distributed as dist
 
 from tokenmill.config import to_dict
 from tokenmill.errors import UserError
-from tokenmill.train import checkpoint, data
+from tokenmill.train import base_model, checkpoint, data
 from tokenmill.train.config import OptimConfig, TrainConfig
 from tokenmill.train.fsdp import Dist, build_model, init_distributed
-from tokenmill.train.model import flops_per_token, lm_loss
+from tokenmill.train.model import document_layout, flops_per_token, lm_loss
 from tokenmill.train.runlog import RunLog, peak_flops, read_jsonl
 
 # Fault drills and tests: sleep this many seconds after each step, so that a
@@ -68,7 +68,7 @@ def all_mean(value: torch.Tensor) -> float:
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
-        self.d: Dist = init_distributed()
+        self.d: Dist = init_distributed(cfg.device)
         data.set_local_topology()
         self.run_dir = cfg.run_path
         self.cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run_dir / "cache"
@@ -78,15 +78,15 @@ class Trainer:
             # Collective: every rank calls it; local rank 0 cleans, all wait.
             clean_stale_shared_memory()
         self.info = data.read_manifest(cfg.data.shards, self.cache_dir)
-        self.model_cfg = data.resolve_model(cfg.model, self.info)
+        # Starting from an open model: its config.json gives the architecture.
+        self.base = base_model.prepare(cfg.init_from, cfg.model, self.info) if cfg.init_from else None
+        self.model_cfg = self.base.model_cfg if self.base else data.resolve_model(cfg.model, self.info)
         data.check_split_sizes(self.info, cfg.global_batch_size)
         self.accum = cfg.grad_accum(self.d.world_size)
         seed_everything(cfg.seed + self.d.rank)
         cuda = self.d.device.type == "cuda"
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
-        self.model = build_model(
-            self.model_cfg, self.d.device, cfg.seed, self.bf16, cfg.activation_checkpointing, cfg.compile
-        )
+        self.model = build_model(self.model_cfg, self.d.device, self.bf16, cfg.activation_checkpointing, cfg.compile)
         self.optimizer = build_optimizer(self.model, cfg.optim, fused=cuda)
         factor = partial(
             lr_factor, warmup=cfg.optim.warmup_steps, max_steps=cfg.max_steps, min_ratio=cfg.optim.min_lr_ratio
@@ -106,12 +106,28 @@ class Trainer:
         self.peak_flops = peak
         if self.d.is_main:
             data.copy_run_metadata(self.info, self.run_dir)
+            if self.base:
+                base_model.copy_metadata(self.base, self.run_dir)
         self.log = RunLog(self.run_dir, self.d.is_main, cfg.mlflow, _flat_params(cfg, self.model_cfg))
 
-    # ----- resume -------------------------------------------------------
+    # ----- start or resume -------------------------------------------------
     def maybe_resume(self) -> None:
+        """Weights from the run's latest checkpoint; else the base model; else random.
+
+        A checkpoint wins over init_from: a restart after a crash continues
+        the run instead of starting again from the base model.
+        """
         latest = checkpoint.latest_checkpoint(self.ckpt_root) if self.cfg.checkpoint.autoresume else None
         if latest is None:
+            if self.base:
+                from tokenmill.train.hf_io import load_into
+
+                started = time.monotonic()
+                load_into(self.model, self.base.ckpt, self.base.family)
+                self.log.event("init_from", path=str(self.base.root), family=self.base.family,
+                               seconds=round(time.monotonic() - started, 3))
+            else:
+                self.model.init_weights(self.cfg.seed)
             self.log.event(
                 "start", world_size=self.d.world_size, grad_accum=self.accum, model=to_dict(self.model_cfg),
                 device=str(self.d.device),
@@ -133,6 +149,11 @@ class Trainer:
         )
 
     # ----- one step -----------------------------------------------------
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V); with attention.doc_mask, documents end at the shards' EOS."""
+        docs = document_layout(tokens, self.info.eos_id) if self.model_cfg.attention.doc_mask else None
+        return self.model(tokens, docs)
+
     def train_step(self, micro_batches: list[dict]) -> tuple[float, float]:
         """Forward/backward over the micro-batches; returns (mean loss, grad norm).
 
@@ -142,7 +163,7 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
             tokens = batch["tokens"].to(self.d.device, non_blocking=True)  # (B, T)
-            loss = lm_loss(self.model(tokens), tokens) / len(micro_batches)
+            loss = lm_loss(self.forward(tokens), tokens) / len(micro_batches)
             loss.backward()
             total += loss.detach()
         max_norm = self.cfg.optim.grad_clip or float("inf")
@@ -176,7 +197,7 @@ class Trainer:
                 if i >= self.cfg.eval_batches:
                     break
                 tokens = batch["tokens"].to(self.d.device)
-                loss = lm_loss(self.model(tokens), tokens)
+                loss = lm_loss(self.forward(tokens), tokens)
                 sums += torch.tensor([loss.item() * len(tokens), len(tokens)], dtype=torch.float64)
         self.model.train()
         dist.all_reduce(sums)
@@ -223,9 +244,24 @@ class Trainer:
             "config": to_dict(self.cfg),
             "world_size": self.d.world_size,
             "eos_id": self.info.eos_id,
+            "bos_id": self.info.bos_id,
+            # Export writes the base model's config and tokenizer back (from <run_dir>/base).
+            "base": {"init_from": str(self.base.root), "family": self.base.family, "dtype": self.base.dtype}
+            if self.base else None,
         }
         path = checkpoint.save(self.ckpt_root, self.step, self.model, self.optimizer, state, self.cfg.checkpoint.keep_last)
         self.log.event("checkpoint", step=self.step, path=str(path), seconds=round(time.monotonic() - started, 3))
+
+    def export_hf(self) -> None:
+        """The Hugging Face folder of the final checkpoint, written by rank 0."""
+        from tokenmill.train.export import export
+
+        out = Path(self.cfg.export.out) if self.cfg.export.out else self.run_dir / "hf"
+        if self.d.is_main:
+            started = time.monotonic()
+            export(checkpoint.step_dir(self.ckpt_root, self.step), out, self.cfg.export)
+            self.log.event("export_hf", path=str(out), seconds=round(time.monotonic() - started, 3))
+        dist.barrier()
 
     # ----- sample audit ----------------------------------------------------
     def _sample_log(self) -> Path:
@@ -297,6 +333,8 @@ class Trainer:
                 time.sleep(delay)
         result = {"step": self.step, "tokens": self.tokens, "loss": loss}
         result.update(self.evaluate())
+        if cfg.export_hf and self.step >= cfg.max_steps:
+            self.export_hf()
         # "stopped": ended early by stop_at_step; running again resumes.
         self.log.event("end" if self.step >= cfg.max_steps else "stopped", **result)
         self.log.finish()

@@ -1,25 +1,40 @@
-"""A GPT decoder in the MPT style, written for one device.
+"""A decoder-only transformer for one device: MPT-style, Llama, Mistral, Qwen2.
 
-Read top to bottom like the paper: token embedding -> N x Block -> final norm
--> LM head. Each Block is pre-norm: x + Attn(Norm(x)), then x + MLP(Norm(x)).
-No biases anywhere. Position information comes from ALiBi (a per-head linear
-penalty on attention scores by distance) or RoPE (rotating query/key pairs).
-Attention uses ``scaled_dot_product_attention``. Parallelism (FSDP,
-activation checkpointing, compile) is applied from outside in ``fsdp.py``.
+Read top to bottom like the papers: token embedding -> N x Block -> final
+norm -> LM head. Each Block is pre-norm: x + Attn(Norm(x)), then
+x + MLP(Norm(x)). The config picks the family's parts:
 
-Shapes: B = batch, T = sequence length, D = d_model, H = heads,
-Dh = D // H (head dim), V = vocab size.
+- position: ALiBi (a per-head linear penalty on scores by distance, MPT) or
+  RoPE (rotating query/key features by position, Llama), with ``rope_theta``
+  and Llama 3.1's frequency scaling. RoPE uses Hugging Face's layout: it
+  rotates the first half of each head's features against the second half
+  (``rotate_half``), so checkpoints load and export without permuting rows.
+- attention: grouped-query (``n_kv_heads`` key/value heads shared by groups
+  of query heads), optional q/k/v biases (Qwen2), and a document mask (a
+  token attends only to earlier tokens of its own document in a packed
+  sequence, positions restart at each document).
+- norm: LayerNorm without bias (MPT) or RMSNorm; MLP: GELU or SwiGLU.
+
+Names follow the parts (``attn.q``, ``mlp.gate``); the mapping to and from
+Hugging Face names lives in ``hf_adapter.py``. Parallelism (FSDP, activation
+checkpointing, compile) is applied from outside in ``fsdp.py``.
+
+Shapes: B = batch, T = sequence length, D = d_model, H = query heads,
+K = key/value heads, Dh = head dim, F = MLP hidden width, V = vocab size.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from tokenmill.train.attention import Documents, attend, document_layout  # noqa: F401 - re-exported
 from tokenmill.train.config import ModelConfig
 
 
@@ -30,83 +45,96 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
-    """Per-head slopes m_h = 2^(-8h/H), h = 1..H (ALiBi paper, Sec. 3).
+    """Per-head slopes m_h = 2^(-8h/n), h = 1..n, n = H rounded up to a power of two.
 
-    For a head count that is not a power of two, take the slopes of the next
-    power of two and keep every other one, as the paper's reference code does.
+    For a head count that is not a power of two, keep the odd-numbered slopes
+    then the even ones, as MPT does (llm-foundry, transformers' MptModel), so
+    exported models compute the same scores.
     """
     n = 2 ** math.ceil(math.log2(n_heads))
-    slopes = torch.tensor([2 ** (-8 * (h + 1) / n) for h in range(n)])
+    slopes = 1.0 / torch.pow(2, torch.arange(1, n + 1).float() * (8 / n))
     if n != n_heads:
-        slopes = torch.cat([slopes[0::2], slopes[1::2]])[:n_heads]
+        slopes = torch.cat([slopes[1::2], slopes[::2]])[:n_heads]
     return slopes
 
 
-def alibi_bias(n_heads: int, seq_len: int) -> torch.Tensor:
-    """Additive attention bias (1, H, T, T): -m_h * (i - j) for j <= i, -inf above.
+def rope_frequencies(cfg: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies (Dh/2,): theta^(-2i/Dh), scaled as Llama 3.1 does when asked.
 
-    The causal mask is folded in, so attention needs no separate mask.
+    Llama 3.1 scaling: wavelengths longer than original_context / low_freq_factor
+    are divided by ``factor``, shorter than original_context / high_freq_factor
+    are kept, and those in between are blended smoothly.
     """
-    pos = torch.arange(seq_len)
-    distance = (pos[:, None] - pos[None, :]).float()  # (T, T), i - j
-    bias = -alibi_slopes(n_heads)[:, None, None] * distance  # (H, T, T)
-    bias = bias.masked_fill(distance < 0, float("-inf"))
-    return bias[None]
+    dh = cfg.head_dim
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, dh, 2, dtype=torch.int64).float() / dh)
+    s = cfg.rope_scaling
+    if s is None:
+        return inv_freq
+    wavelen = 2 * math.pi / inv_freq
+    low_freq_wavelen = s.original_context / s.low_freq_factor
+    high_freq_wavelen = s.original_context / s.high_freq_factor
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
+    smooth = (s.original_context / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    blended = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    return torch.where(medium, blended, scaled)
 
 
-def rope_tables(head_dim: int, seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables (T, Dh/2) for rotary position embedding."""
-    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)  # (Dh/2,)
-    angles = torch.outer(torch.arange(seq_len).float(), freqs)  # (T, Dh/2)
+def rope_tables(cfg: ModelConfig, n_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables (P, Dh): each frequency twice, for the two halves."""
+    angles = torch.outer(torch.arange(n_positions).float(), rope_frequencies(cfg))  # (P, Dh/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (P, Dh)
     return angles.cos(), angles.sin()
 
 
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) over the two halves of the last dim."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each (even, odd) pair of x (B, H, T, Dh) by its position's angle."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, Dh/2) each
+    """Rotate x (B, H, T, Dh) by its positions' angles; cos/sin (B, 1, T, Dh)."""
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, Dh/2, 2)
-    return out.flatten(-2)
+    return x * cos + rotate_half(x) * sin
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
-        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        H, K, Dh = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.q = nn.Linear(cfg.d_model, H * Dh, bias=cfg.qkv_bias)
+        self.k = nn.Linear(cfg.d_model, K * Dh, bias=cfg.qkv_bias)
+        self.v = nn.Linear(cfg.d_model, K * Dh, bias=cfg.qkv_bias)
+        self.o = nn.Linear(H * Dh, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, positions: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        B, T, D = x.shape
-        H, Dh = self.cfg.n_heads, self.cfg.head_dim
-        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x (B, T, D)
-        q, k, v = (t.view(B, T, H, Dh).transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
-        if self.cfg.position == "rope":
-            cos, sin = positions
-            q, k = apply_rope(q, cos[:T], sin[:T]), apply_rope(k, cos[:T], sin[:T])
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            (bias,) = positions
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, :, :T, :T].to(q.dtype))
-        y = y.transpose(1, 2).reshape(B, T, D)  # heads back side by side
-        return self.out(y)
+    def forward(self, x: torch.Tensor, ctx: "Context") -> torch.Tensor:
+        B, T, _ = x.shape
+        H, K, Dh = self.cfg.n_heads, self.cfg.kv_heads, self.cfg.head_dim
+        q = self.q(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
+        k = self.k(x).view(B, T, K, Dh).transpose(1, 2)  # (B, K, T, Dh)
+        v = self.v(x).view(B, T, K, Dh).transpose(1, 2)  # (B, K, T, Dh)
+        if ctx.cos is not None:
+            q, k = apply_rope(q, ctx.cos, ctx.sin), apply_rope(k, ctx.cos, ctx.sin)
+        y = attend(q, k, v, ctx.alibi, ctx.docs)  # (B, H, T, Dh)
+        return self.o(y.transpose(1, 2).reshape(B, T, H * Dh))
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.kind = cfg.mlp
-        n_in = 2 if cfg.mlp == "swiglu" else 1  # SwiGLU: gate and value in one matmul
-        self.up = nn.Linear(cfg.d_model, n_in * cfg.d_hidden, bias=False)
+        if cfg.mlp == "swiglu":
+            self.gate = nn.Linear(cfg.d_model, cfg.d_hidden, bias=False)
+        self.up = nn.Linear(cfg.d_model, cfg.d_hidden, bias=False)
         self.down = nn.Linear(cfg.d_hidden, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.up(x)  # (B, T, n_in * d_hidden)
         if self.kind == "swiglu":
-            gate, value = h.chunk(2, dim=-1)
-            h = F.silu(gate) * value
+            h = F.silu(self.gate(x)) * self.up(x)  # (B, T, F)
         else:
-            h = F.gelu(h, approximate="tanh")
+            h = F.gelu(self.up(x))  # exact GELU, as MPT
         return self.down(h)  # (B, T, D)
 
 
@@ -118,9 +146,19 @@ class Block(nn.Module):
         self.norm_mlp = make_norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, positions: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x = x + self.attn(self.norm_attn(x), positions)
+    def forward(self, x: torch.Tensor, ctx: "Context") -> torch.Tensor:
+        x = x + self.attn(self.norm_attn(x), ctx)
         return x + self.mlp(self.norm_mlp(x))
+
+
+@dataclass
+class Context:
+    """What every attention layer needs for one batch, computed once per forward."""
+
+    cos: Optional[torch.Tensor]  # (B, 1, T, Dh) RoPE tables at each token's position
+    sin: Optional[torch.Tensor]
+    alibi: Optional[torch.Tensor]  # (H,) ALiBi slopes
+    docs: Optional[Documents]  # document ids per token, when documents are masked
 
 
 class GPT(nn.Module):
@@ -136,25 +174,32 @@ class GPT(nn.Module):
             self.head.weight = self.embed.weight
         # Position tables are buffers computed from the config, not learned and
         # not saved (persistent=False): checkpoints hold only trained weights.
-        if cfg.position == "rope":
-            cos, sin = rope_tables(cfg.head_dim, cfg.seq_len, cfg.rope_theta)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
+        self._register_position_buffers()
+
+    def _register_position_buffers(self) -> None:
+        device = self.embed.weight.device
+        if self.cfg.position == "rope":
+            cos, sin = rope_tables(self.cfg, self.cfg.seq_len)
+            self.register_buffer("rope_cos", cos.to(device), persistent=False)
+            self.register_buffer("rope_sin", sin.to(device), persistent=False)
         else:
-            self.register_buffer("alibi", alibi_bias(cfg.n_heads, cfg.seq_len), persistent=False)
+            self.register_buffer("alibi", alibi_slopes(self.cfg.n_heads).to(device), persistent=False)
 
     def init_weights(self, seed: int) -> None:
         """Normal(0, std) weights; projections into the residual stream get
         std / sqrt(2 * n_layers) so the residual's variance does not grow
-        with depth (GPT-2 / MPT scaled init). Norm weights start at 1."""
+        with depth (GPT-2 / MPT scaled init). Norm weights 1, biases 0."""
         gen = torch.Generator().manual_seed(seed)
         std = self.cfg.init_std
         for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                _copy_full(p, torch.zeros(p.shape))
+                continue
             if p.dim() == 1:
                 _copy_full(p, torch.ones(p.shape))
                 continue
             scale = 1.0
-            if name.endswith("attn.out.weight") or name.endswith("mlp.down.weight"):
+            if name.endswith("attn.o.weight") or name.endswith("mlp.down.weight"):
                 scale = 1.0 / math.sqrt(2 * self.cfg.n_layers)
             # Draw on CPU with our own generator so the weights are the same on
             # any device and any number of ranks.
@@ -164,26 +209,36 @@ class GPT(nn.Module):
 
     def reset_buffers(self) -> None:
         """Recompute position tables (needed after building on the meta device)."""
-        cfg = self.cfg
-        device = self.embed.weight.device
-        if cfg.position == "rope":
-            cos, sin = rope_tables(cfg.head_dim, cfg.seq_len, cfg.rope_theta)
-            self.rope_cos = cos.to(device)
-            self.rope_sin = sin.to(device)
-        else:
-            self.alibi = alibi_bias(cfg.n_heads, cfg.seq_len).to(device)
+        self._register_position_buffers()
 
-    def positions(self) -> tuple[torch.Tensor, ...]:
-        if self.cfg.position == "rope":
-            return (self.rope_cos, self.rope_sin)
-        return (self.alibi,)
+    def tie_weights(self) -> None:
+        """Share the head with the embedding again: ``to_empty`` unties them
+        in a plain module (FSDP2 keeps them shared)."""
+        if self.cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) int64 -> logits (B, T, V)."""
+    def context(self, tokens: torch.Tensor, docs: Optional[Documents]) -> Context:
+        B, T = tokens.shape
+        if self.cfg.position == "alibi":
+            return Context(None, None, self.alibi, docs)
+        if docs is None:  # one document: positions 0..T-1 for every row
+            cos, sin = self.rope_cos[:T].expand(B, T, -1), self.rope_sin[:T].expand(B, T, -1)
+        else:  # positions restart at each document
+            cos, sin = self.rope_cos[docs.positions], self.rope_sin[docs.positions]
+        return Context(cos[:, None], sin[:, None], None, docs)
+
+    def forward(self, tokens: torch.Tensor, docs: Optional[Documents] = None) -> torch.Tensor:
+        """tokens (B, T) int64 -> logits (B, T, V).
+
+        ``docs`` (from ``document_layout``) masks attention between the
+        documents of a packed sequence; None attends causally over all of it.
+        """
+        if tokens.size(1) > self.cfg.seq_len:
+            raise ValueError(f"sequence of {tokens.size(1)} tokens is longer than seq_len {self.cfg.seq_len}")
         x = self.embed(tokens)  # (B, T, D)
-        positions = self.positions()
+        ctx = self.context(tokens, docs)
         for block in self.blocks.values():
-            x = block(x, positions)
+            x = block(x, ctx)
         return self.head(self.norm(x))
 
 
@@ -215,7 +270,7 @@ def count_params(cfg: ModelConfig) -> int:
 
 def flops_per_token(cfg: ModelConfig) -> float:
     """Training FLOPs per token: 6 per matmul weight (forward + backward)
-    plus attention scores 12 * L * D * T (PaLM, appendix B).
+    plus attention scores 12 * L * H * Dh * T (PaLM, appendix B).
 
     The input embedding is a lookup, not a matmul: leave it out unless it is
     tied to the head, whose matmul does count.
@@ -223,4 +278,4 @@ def flops_per_token(cfg: ModelConfig) -> float:
     n = count_params(cfg)
     if not cfg.tie_embeddings:
         n -= cfg.vocab_size * cfg.d_model
-    return 6.0 * n + 12.0 * cfg.n_layers * cfg.d_model * cfg.seq_len
+    return 6.0 * n + 12.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * cfg.seq_len
