@@ -83,3 +83,39 @@ def test_dtype_follows_vocab_size_and_config_checks():
         TokenizeConfig(eos_token="<nope>")
     with pytest.raises(ConfigError, match="seq_len"):
         TokenizeConfig(seq_len=1)
+
+
+def test_model_folder_names_eos_and_bos(tmp_path):
+    """tokenize.tokenizer: a model folder; "auto" EOS/BOS come from its own files."""
+    import json
+
+    from tokenizers import processors
+
+    from tokenmill.errors import UserError
+    from tokenmill.tokenize.tokenizer import describe, tokenizer_file
+
+    cfg = TokenizeConfig(vocab_size=300, special_tokens=("<s>", "</s>", "<|im_end|>"), eos_token="</s>")
+    tok = train_bpe(["hello world " * 20], cfg)
+    folder = tmp_path / "model"
+    folder.mkdir()
+
+    def info(**overrides):
+        tok.save(str(folder / "tokenizer.json"))
+        return describe(tokenizer_file(folder), TokenizeConfig(tokenizer=str(folder), **overrides))
+
+    # Qwen-style: EOS named in tokenizer_config.json, no BOS.
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "<|im_end|>"}, "bos_token": None}))
+    assert (info().eos_id, info().bos_id) == (tok.token_to_id("<|im_end|>"), None)
+    # Llama-style: the tokenizer puts <s> in front by itself, so documents get it too.
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>", "bos_token": "<s>"}))
+    assert info().bos_id is None  # named, but this tokenizer does not add it
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    assert (info().eos_id, info().bos_id) == (tok.token_to_id("</s>"), tok.token_to_id("<s>"))
+    assert info(bos_token=None).bos_id is None  # the config still decides when it says so
+    # Only generation_config.json: its (first) eos_token_id.
+    (folder / "tokenizer_config.json").unlink()
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [tok.token_to_id("<|im_end|>"), 5]}))
+    assert info().eos_id == tok.token_to_id("<|im_end|>")
+    (folder / "generation_config.json").unlink()
+    with pytest.raises(UserError, match="names an EOS token; set tokenize.eos_token"):
+        info()

@@ -7,10 +7,15 @@ from typing import Literal
 
 from tokenmill.typed_config import require
 
+AUTO = "auto"
+DEFAULT_EOS = "<|endoftext|>"
+
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    # A tokenizer.json (local or /Volumes path). None: train a byte-level BPE on the table.
+    # A tokenizer.json, or a model folder holding one (a Hugging Face checkpoint:
+    # its tokenizer_config.json names EOS and BOS). Local or /Volumes path.
+    # None: train a byte-level BPE on the table.
     tokenizer: str | None = None
     # Training a tokenizer: target vocabulary, special tokens, sample size and seed.
     vocab_size: int = 8192
@@ -19,9 +24,12 @@ class TokenizeConfig:
     train_docs: int = 20000
     train_seed: int = 0
     # Appended to every document; must be a special token of the tokenizer.
-    eos_token: str = "<|endoftext|>"
-    # Prepended to every document when set.
-    bos_token: str | None = None
+    # "auto": a model folder's EOS (tokenizer_config.json, else
+    # generation_config.json), else <|endoftext|>.
+    eos_token: str = "auto"
+    # Prepended to every document when set. "auto": a model folder's BOS when
+    # its tokenizer adds one itself (Llama's <|begin_of_text|>), else none.
+    bos_token: str | None = "auto"
     # Every packed sequence holds exactly seq_len tokens (no padding).
     seq_len: int = 2048
     # Documents are hashed into this many packing groups (fixed, so the packed
@@ -41,7 +49,7 @@ class TokenizeConfig:
         require(self.min_frequency >= 1, "min_frequency", f"must be at least 1, got {self.min_frequency}")
         specials = set(self.special_tokens)
         if self.tokenizer is None:
-            require(self.eos_token in specials, "eos_token",
+            require(self.eos_token in specials | {AUTO}, "eos_token",
                     f"{self.eos_token!r} must be one of special_tokens {list(self.special_tokens)}")
-            require(self.bos_token is None or self.bos_token in specials, "bos_token",
+            require(self.bos_token in specials | {None, AUTO}, "bos_token",
                     f"{self.bos_token!r} must be one of special_tokens {list(self.special_tokens)}")

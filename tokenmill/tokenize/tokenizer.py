@@ -16,7 +16,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tokenmill.errors import UserError
-from tokenmill.tokenize.config import TokenizeConfig
+from tokenmill.tokenize.config import AUTO, DEFAULT_EOS, TokenizeConfig
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,14 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def tokenizer_file(source: str | Path) -> Path:
+    """The tokenizer.json of ``tokenize.tokenizer``: the file itself, or the one in a model folder."""
+    path = Path(source)
+    return path / "tokenizer.json" if path.is_dir() else path
+
+
 def load(path: str | Path) -> Tokenizer:
-    path = Path(path)
+    path = tokenizer_file(path)
     if not path.is_file():
         raise UserError(f"tokenizer file not found: {path} (set tokenize.tokenizer to a tokenizer.json, "
                         "or leave it empty to train one)")
@@ -101,8 +107,9 @@ def prepare(df, cfg: TokenizeConfig, out_path: str | Path, total: int) -> Tokeni
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     if cfg.tokenizer:
-        load(cfg.tokenizer)  # fail early on a bad file
-        shutil.copyfile(cfg.tokenizer, tmp)
+        source = tokenizer_file(cfg.tokenizer)
+        load(source)  # fail early on a bad file
+        shutil.copyfile(source, tmp)
     else:
         tok = train_bpe(sample_texts(df, cfg.train_docs, cfg.train_seed, total), cfg)
         tok.save(str(tmp))
@@ -112,11 +119,58 @@ def prepare(df, cfg: TokenizeConfig, out_path: str | Path, total: int) -> Tokeni
 
 def describe(path: str | Path, cfg: TokenizeConfig) -> TokenizerInfo:
     tok = load(path)
+    eos, bos = special_tokens(cfg, tok)
     return TokenizerInfo(
         path=str(path),
         sha256=file_sha256(path),
         # Ids may be sparse: the dtype and the model's embedding need max id + 1.
         vocab_size=max(tok.get_vocab(with_added_tokens=True).values()) + 1,
-        eos_id=special_id(tok, cfg.eos_token, "eos_token"),
-        bos_id=special_id(tok, cfg.bos_token, "bos_token"),
+        eos_id=special_id(tok, eos, "eos_token"),
+        bos_id=special_id(tok, bos, "bos_token"),
     )
+
+
+def special_tokens(cfg: TokenizeConfig, tok: Tokenizer) -> tuple[str, str | None]:
+    """(EOS, BOS or None): as configured, or "auto" from the model folder the tokenizer came from."""
+    folder = Path(cfg.tokenizer) if cfg.tokenizer and Path(cfg.tokenizer).is_dir() else None
+    named = model_folder_tokens(folder, tok) if folder else {}
+    eos = cfg.eos_token
+    if eos == AUTO:
+        eos = named.get("eos_token") or DEFAULT_EOS
+        if folder and not named.get("eos_token"):
+            raise UserError(f"{folder}: neither tokenizer_config.json nor generation_config.json names an EOS "
+                            f"token; set tokenize.eos_token")
+    bos = cfg.bos_token
+    if bos == AUTO:
+        bos = named.get("bos_token") if named.get("bos_token") and adds_bos(tok, named["bos_token"]) else None
+    return eos, bos
+
+
+def model_folder_tokens(folder: Path, tok: Tokenizer) -> dict[str, str]:
+    """eos_token / bos_token of a Hugging Face model folder (tokenizer_config.json first)."""
+    import json
+
+    def read(name: str) -> dict:
+        path = folder / name
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not valid JSON: {exc}") from None
+
+    def content(value):  # a token is a string or {"content": ...}
+        return value.get("content") if isinstance(value, dict) else value
+
+    found = {k: content(read("tokenizer_config.json").get(k)) for k in ("eos_token", "bos_token")}
+    generation = read("generation_config.json")
+    for key in ("eos_token", "bos_token"):
+        token_id = generation.get(f"{key}_id")
+        if not found[key] and token_id is not None:
+            token_id = token_id[0] if isinstance(token_id, list) else token_id
+            found[key] = tok.id_to_token(int(token_id))
+    return {k: v for k, v in found.items() if v}
+
+
+def adds_bos(tok: Tokenizer, bos: str) -> bool:
+    """Whether the tokenizer puts ``bos`` in front of a text by itself (its post-processor)."""
+    ids = tok.encode("a", add_special_tokens=True).ids
+    return bool(ids) and ids[0] == tok.token_to_id(bos)
