@@ -59,9 +59,10 @@ def test_good_shards_pass_every_item(shards, tmp_path, capsys):
     code, checks = run(capsys, config, shards, tmp_path / "run", "--gpu", "a100", "--usd-per-gpu-hour", "2")
     assert code == 0
     assert statuses(checks) == {
-        "config": "pass", "shards": "pass", "tokenizer": "pass", "data": "pass", "checkpoints": "pass",
-        "dry save": "pass", "estimate": "pass", "gpus": "pass",
+        "config": "pass", "shards": "pass", "base model": "skip", "tokenizer": "pass", "data": "pass",
+        "memory": "pass", "checkpoints": "pass", "dry save": "pass", "estimate": "pass", "gpus": "pass",
     }
+    assert checks["memory"][1].endswith("a100 has 80.0 GB")
     assert checks["shards"][1].startswith("train 32 sequences in 1 shard(s); val 8 sequences in 1 shard(s); seq_len 16")
     assert "EOS '<|endoftext|>' = 0; seq_len 16" in checks["tokenizer"][1]
     assert checks["data"][1] == "0.75 epoch(s) over 32 train sequences; 8 val sequences"
@@ -75,7 +76,7 @@ def test_good_shards_pass_every_item(shards, tmp_path, capsys):
                      str(tmp_path / "run"), "--nproc", "1", "--no-dry-checkpoint"]) == 0
     text = capsys.readouterr().out
     assert "  SKIP  dry save     --no-dry-checkpoint" in text
-    assert text.rstrip().endswith("preflight: ready: 7 passed, 0 warning(s), 0 failed, 1 skipped")
+    assert text.rstrip().endswith("preflight: ready: 8 passed, 0 warning(s), 0 failed, 2 skipped")
 
 
 def test_missing_shard_file_fails(copy, tmp_path, capsys):
@@ -186,3 +187,47 @@ def test_unreadable_config_is_one_failed_item(tmp_path, capsys):
     checks = preflight.run_checks(str(bad))
     assert [(c.name, c.status) for c in checks] == [("config", "fail")]
     assert "max_steps" in checks[0].detail and "must be >= 1" in checks[0].detail
+
+
+def test_base_model_checks_and_memory(shards, tmp_path, capsys):
+    """init_from: the base model item passes for a matching folder and fails with the reason otherwise."""
+    import shutil
+
+    from tokenmill.train.fixture import write_hf_model
+
+    model = write_hf_model(tmp_path / "model", "llama", vocab_size=512, tokenizer_dir=shards)
+    config = train_config(tmp_path, init_from=str(model), model={})
+    code, checks = run(capsys, config, shards, tmp_path / "run", "--gpu", "a10g")
+    assert code == 0, checks
+    assert statuses(checks)["base model"] == "pass" and statuses(checks)["tokenizer"] == "pass"
+    assert checks["base model"][1].startswith("llama (2 layers, ")
+    assert "its tokenizer is the shards'" in checks["base model"][1]
+    assert checks["memory"][1].endswith("a10g has 24.0 GB")
+    other = tmp_path / "other"
+    shutil.copytree(model, other)
+    (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace("<|endoftext|>", "<|x|>"))
+    code, checks = run(capsys, train_config(tmp_path, init_from=str(other), model={}), shards, tmp_path / "run")
+    assert code == 1 and statuses(checks)["base model"] == "fail"
+    assert "the shards were made with another tokenizer" in checks["base model"][1]
+    assert statuses(checks)["tokenizer"] == "skip"
+
+
+def test_memory_estimate_follows_sharding_and_checkpointing():
+    from tokenmill.train.config import ModelConfig
+    from tokenmill.train.memory import estimate
+    from tokenmill.train.model import count_params
+
+    # Llama 3 8B's shape at 8,192 tokens: 16 bytes a parameter over 8 ranks.
+    cfg = ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336, vocab_size=128256,
+                      seq_len=8192, norm="rmsnorm", position="rope", mlp="swiglu", tie_embeddings=False)
+    n = count_params(cfg)
+    assert 8.0e9 < n < 8.1e9
+    full = estimate(cfg, n, n, 8, 1, bf16=True, activation_checkpointing=True)
+    assert full.weights + full.grads + full.optimizer == pytest.approx(16 * n / 8)
+    assert full.logits == 8192 * 128256 * 6
+    plain = estimate(cfg, n, n, 8, 1, bf16=True, activation_checkpointing=False)
+    assert plain.activations > 10 * full.activations
+    assert estimate(cfg, n, n, 16, 1, True, True).weights == pytest.approx(full.weights / 2)
+    # Frozen parameters (LoRA's base): bf16 weights, no gradients or moments.
+    lora = estimate(cfg, n, n // 100, 8, 1, bf16=True, activation_checkpointing=True)
+    assert lora.optimizer == pytest.approx(full.optimizer / 100, rel=0.01) and lora.weights < full.weights / 1.9

@@ -6,16 +6,20 @@ Each item passes, warns, fails or is skipped, with one line saying why:
 2. shards      dataset.json, every split's index.json and shard files (present,
                the size the index says), sample counts, and decoded samples
                (seq_len tokens, ids below the vocabulary, unique seq_ids)
-3. tokenizer   tokenizer.json matches dataset.json (sha256, vocabulary, EOS),
+3. base model  with init_from: the Hugging Face folder is readable and supported,
+               its tokenizer is the shards' tokenizer, vocabulary and context fit,
+               every tensor is there with the right shape
+4. tokenizer   tokenizer.json matches dataset.json (sha256, vocabulary, EOS),
                and the model's vocab_size / seq_len match the shards
-4. data        enough sequences for a step and an eval; epochs the run will take
-5. checkpoints the checkpoint folder is writable, renames work, and the disk
+5. data        enough sequences for a step and an eval; epochs the run will take
+6. memory      memory per rank for the model, micro-batch and ranks, against the GPU's
+7. checkpoints the checkpoint folder is writable, renames work, and the disk
                has room for keep_last + 1 checkpoints of this model
-6. dry save    a sharded checkpoint is saved and loaded back bit-exact with the
+8. dry save    a sharded checkpoint is saved and loaded back bit-exact with the
                trainer's own code, on the real checkpoint filesystem
-7. estimate    tokens, FLOPs, GPU-hours, wall time and cost (tokenmill plan),
+9. estimate    tokens, FLOPs, GPU-hours, wall time and cost (tokenmill plan),
                and the checkpoint interval against the expected failure rate
-8. gpus        GPUs and NCCL visible where expected (--expect-gpus)
+10. gpus       GPUs and NCCL visible where expected (--expect-gpus)
 
 The exit status is 1 when any item fails, so a job can stop before training.
 """
@@ -77,8 +81,10 @@ class Preflight:
         steps: list[tuple[str, Callable[[], tuple[Status, str]]]] = [
             ("config", self.check_config),
             ("shards", self.check_shards),
+            ("base model", self.check_base_model),
             ("tokenizer", self.check_tokenizer),
             ("data", self.check_data),
+            ("memory", self.check_memory),
             ("checkpoints", self.check_checkpoint_dir),
             ("dry save", self.check_dry_checkpoint),
             ("estimate", self.check_estimate),
@@ -174,7 +180,11 @@ class Preflight:
         if info is None:
             return "skip", "needs readable shards"
         # The model first: a mismatch here is what breaks training.
-        self.model_cfg = data.resolve_model(self.cfg.model, info)
+        if self.cfg.init_from:
+            if self.model_cfg is None:
+                return "skip", "needs a usable base model"
+        else:
+            self.model_cfg = data.resolve_model(self.cfg.model, info)
         if info.eos_id >= self.model_cfg.vocab_size or info.eos_id < 0:
             return "fail", f"eos_id {info.eos_id} is outside the vocabulary (size {self.model_cfg.vocab_size})"
         limit = {"uint16": 1 << 16, "uint32": 1 << 32}.get(info.dtype)
@@ -288,6 +298,43 @@ class Preflight:
             shutil.rmtree(root, ignore_errors=True)
 
     # --- 7. time and cost -------------------------------------------------------------
+
+    # --- 3. base model and 6. memory -------------------------------------------------------
+
+    def check_base_model(self) -> tuple[Status, str]:
+        if not self.cfg.init_from:
+            return "skip", "no init_from: the model starts from random weights"
+        if self.info is None:
+            return "skip", "needs readable shards"
+        from tokenmill.train import base_model
+
+        base = base_model.prepare(self.cfg.init_from, self.cfg.model, self.info)
+        self.model_cfg = base.model_cfg
+        return "pass", (f"{base.family} ({base.model_cfg.n_layers} layers, {self._params():,} parameters, "
+                        f"{base.dtype}) in {len(set(base.ckpt.files.values()))} file(s); its tokenizer is "
+                        f"the shards'; vocab {base.model_cfg.vocab_size:,}, context "
+                        f"{base.model_cfg.context_len or 'unlimited'} >= seq_len {self.info.seq_len}")
+
+    def check_memory(self) -> tuple[Status, str]:
+        if self.model_cfg is None:
+            return "skip", "needs the model config"
+        from tokenmill.train import memory
+
+        cfg, params = self.cfg, self._params()
+        gpu = self.options.gpu or _visible_gpu_kind(memory.GPU_MEMORY_GB)
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and gpu is not None)
+        est = memory.estimate(self.model_cfg, params, params, self.options.nproc, cfg.micro_batch_size, bf16,
+                              cfg.activation_checkpointing)
+        detail = f"~{est.describe()} at micro-batch {cfg.micro_batch_size} x {self.model_cfg.seq_len} tokens"
+        if gpu is None or gpu not in memory.GPU_MEMORY_GB:
+            return "pass", detail + "; no GPU kind to compare with (--gpu)"
+        have = memory.GPU_MEMORY_GB[gpu] * 1e9
+        detail += f"; {gpu} has {memory.gb(have)}"
+        if est.total > have:
+            return "fail", detail + ": lower micro_batch_size, turn on activation_checkpointing, or add ranks"
+        if est.total > 0.9 * have:
+            return "warn", detail + ": little headroom"
+        return "pass", detail
 
     def check_estimate(self) -> tuple[Status, str]:
         if self.model_cfg is None:
