@@ -17,7 +17,8 @@ from tokenmill.train.checkpoint import complete_checkpoints, latest_checkpoint, 
 from tokenmill.train.config import ModelSpec, TrainConfig, load_config
 from tokenmill.train.loop import lr_factor
 
-PRESETS = sorted(Path("configs").glob("train_*.yaml"))
+PRESETS = sorted(Path("configs").glob("train_*.yaml")) + sorted(Path("configs").glob("cpt_*b.yaml"))
+CPT_PRESETS = sorted(Path("configs").glob("cpt_*.yaml"))
 
 
 def manifest_dir(tmp_path: Path, **fields) -> Path:
@@ -36,6 +37,24 @@ def test_presets_load(path):
     cfg = load_config(path)
     assert cfg.model.vocab_size is None and cfg.model.seq_len is None  # from the shards
     assert cfg.global_batch_size % cfg.micro_batch_size == 0
+
+
+@pytest.mark.parametrize("path", [p for p in CPT_PRESETS if p.stem != "cpt_data"], ids=lambda p: p.stem)
+def test_continued_pretraining_presets(path):
+    """Base-model runs: only attention in the model section, a fine-tuning learning rate, export at the end."""
+    from tokenmill.train.base_model import _check_spec_is_default
+
+    cfg = load_config(path)
+    _check_spec_is_default(cfg.model)  # the architecture comes from the checkpoint
+    assert cfg.model.attention.doc_mask and cfg.export_hf
+    assert cfg.optim.lr <= 1e-3 and cfg.optim.warmup_steps < cfg.max_steps
+
+
+def test_continued_pretraining_data_config():
+    from tokenmill.config import load_run_config
+
+    cfg = load_run_config("configs/cpt_data.yaml", {"tokenize.tokenizer": "/models/llama"})
+    assert cfg.tokenize.eos_token == "auto" and cfg.tokenize.bos_token == "auto" and cfg.tokenize.seq_len == 8192
 
 
 def test_unknown_and_bad_fields_name_the_field():
