@@ -196,8 +196,8 @@ def test_base_model_checks_and_memory(shards, tmp_path, capsys):
     from tokenmill.train.fixture import write_hf_model
 
     model = write_hf_model(tmp_path / "model", "llama", vocab_size=512, tokenizer_dir=shards)
-    config = train_config(tmp_path, init_from=str(model), model={})
-    code, checks = run(capsys, config, shards, tmp_path / "run", "--gpu", "a10g")
+    config = train_config(tmp_path, model={})
+    code, checks = run(capsys, config, shards, tmp_path / "run", "--gpu", "a10g", "--init-from", str(model))
     assert code == 0, checks
     assert statuses(checks)["base model"] == "pass" and statuses(checks)["tokenizer"] == "pass"
     assert checks["base model"][1].startswith("llama (2 layers, ")

@@ -522,6 +522,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", help="shards dir or URI (overrides data.shards)")
     parser.add_argument("--run-dir", help="where checkpoints go (overrides run_dir)")
     parser.add_argument("--max-steps", type=int, help="overrides max_steps")
+    parser.add_argument("--init-from", help="Hugging Face checkpoint folder to start from (overrides init_from)")
     parser.add_argument("--nproc", type=int, default=None,
                         help="training ranks in all (default: GPUs visible here, or 1)")
     parser.add_argument("--expect-gpus", type=int, default=0, metavar="N",
@@ -538,13 +539,15 @@ MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
 
 def run_checks(train_config: str, shards: Optional[str] = None, run_dir: Optional[str] = None,
-               max_steps: Optional[int] = None, options: Options = Options()) -> list[Check]:
+               max_steps: Optional[int] = None, options: Options = Options(),
+               init_from: Optional[str] = None) -> list[Check]:
     """The checklist as data (for notebooks and jobs). A config that does not load is one failed item."""
     from tokenmill.config import replace
     from tokenmill.train.config import load_config
 
     try:
-        cfg = replace(load_config(train_config), {"data.shards": shards, "run_dir": run_dir, "max_steps": max_steps})
+        cfg = replace(load_config(train_config), {"data.shards": shards, "run_dir": run_dir, "max_steps": max_steps,
+                                                  "init_from": init_from})
     except UserError as exc:
         return [Check("config", "fail", str(exc))]
     return Preflight(cfg, options).run()
@@ -569,7 +572,7 @@ def main(args: argparse.Namespace) -> int:
     options = Options(nproc=nproc, expect_gpus=args.expect_gpus, gpu=args.gpu, mfu=args.mfu,
                       usd_per_gpu_hour=args.usd_per_gpu_hour, min_free_gb=args.min_free_gb,
                       dry_checkpoint=not args.no_dry_checkpoint)
-    checks = run_checks(args.train_config, args.shards, args.run_dir, args.max_steps, options)
+    checks = run_checks(args.train_config, args.shards, args.run_dir, args.max_steps, options, args.init_from)
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
