@@ -12,7 +12,7 @@ CFG = EtlConfig(pii=PiiConfig(entities=("EMAIL_ADDRESS",)))
 def _examples(spark):
     rows = [
         ("a", "s", [("system", "Be brief."), ("user", "Mail me at jo@example.com  please"),
-                    ("assistant", "Done,   caf\u00c3\u00a9 \u00e2\u0080\u0094 ok.")]),
+                    ("assistant", "Done, caf\u00c3\u00a9 \u00e2\u0080\u0094 ok:  \n\n\n\n    x = 1")]),
         ("b", "s", [("user", "hi"), ("assistant", "\x00\x01")]),  # the answer is only control chars
         ("c", "t", [("user", "Yes?"), ("assistant", "No.")]),
     ]
@@ -28,7 +28,8 @@ def test_explode_gives_etl_document_rows_with_turns(spark):
 def test_clean_messages_keeps_roles_and_rejects_emptied_conversations(spark):
     out = {r.id: r for r in clean_messages(_examples(spark), CFG).collect()}
     assert [(m.role, m.content) for m in out["a"].messages] == [
-        ("system", "Be brief."), ("user", "Mail me at <EMAIL> please"), ("assistant", "Done, caf\u00e9 \u2014 ok.")]
+        ("system", "Be brief."), ("user", "Mail me at <EMAIL>  please"),
+        ("assistant", "Done, caf\u00e9 \u2014 ok:\n\n    x = 1")]  # mojibake fixed, indentation kept
     assert out["a"].reason is None and out["c"].reason is None
     assert [(m.role, m.content) for m in out["c"].messages] == [("user", "Yes?"), ("assistant", "No.")]
     assert (out["b"].messages, out["b"].reason) == (None, EMPTY_CONTENT)

@@ -7,7 +7,8 @@ runs on documents. ``assemble_messages`` puts the cleaned messages back
 together; a conversation with a dropped message is rejected with that
 message's reason (the earliest turn's). ``clean_messages`` does all three:
 with ``quality_filters`` off (the default for conversations) it skips the
-web-prose rules and calls only the etl normalizer and PII redactor.
+web-prose rules and calls only the etl normalizer (keeping each message's
+line structure) and PII redactor.
 
 Shapes:
 
@@ -24,6 +25,9 @@ from tokenmill.etl.clean import CLEAN_SCHEMA, clean_and_redact, cleaner, normali
 from tokenmill.etl.config import EtlConfig
 
 _TURN_SCHEMA = "struct<role:string,turn:int>"
+# Messages are normalized like code: indentation and line breaks stay (answers hold
+# code blocks and markdown); trailing spaces and runs of blank lines go.
+MESSAGE_PRESET = "code"
 
 
 def explode_messages(examples):
@@ -37,7 +41,7 @@ def explode_messages(examples):
 
 def _clean_one(text: str | None, c, fix_text: bool) -> tuple:
     """(text, reason, sample, pii pairs) of one message."""
-    fixed = normalize(text or "", "prose", fix_text)
+    fixed = normalize(text or "", MESSAGE_PRESET, fix_text)
     if not fixed:
         return None, EMPTY_CONTENT, "", None
     redacted, counts = c.redactor.redact(fixed)

@@ -23,7 +23,9 @@ tokenized on its own (no template); targets: the response and EOS.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jinja2
 
@@ -48,6 +50,15 @@ class TokenIds:
     pad_id: int
     special_ids: frozenset[int]
     special_texts: tuple[str, ...]
+
+    def find_in(self, text: str) -> bool:
+        """Whether text holds a special token's text (it would be encoded as that token)."""
+        return bool(self.special_texts) and _alternation(self.special_texts).search(text) is not None
+
+
+@lru_cache(maxsize=8)
+def _alternation(texts: tuple[str, ...]) -> re.Pattern:
+    return re.compile("|".join(re.escape(t) for t in sorted(texts, key=len, reverse=True)))
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,7 @@ class ChatEncoder:
 
     def encode(self, messages: tuple[Message, ...]) -> Encoded:
         """One validated example -> Encoded (ids + mask, or a reject reason)."""
-        if any(s in m.content for m in messages for s in self.special.special_texts):
+        if any(self.special.find_in(m.content) for m in messages):
             return Encoded(None, SPECIAL_TOKEN_IN_CONTENT)
         if self.cfg.task == "instruction":
             return self._checked(Encoded(self.instruction(messages), None))
