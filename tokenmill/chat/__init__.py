@@ -1,0 +1,1 @@
+"""Chat and instruction fine-tuning data: validate, template, mask, pack, shard."""

@@ -1,0 +1,156 @@
+"""MDS shards of packed fine-tuning windows (format ``tokenmill-mds-sft-v1``).
+
+The windows get the shards stage's seeded global shuffle and train/val
+split (``tokenmill.shards.shuffle``), one MDS writer per (split, part), and
+merged per-split indexes (``tokenmill.shards.mds``). Each sample:
+
+    tokens     ndarray:<dtype>:<seq_len>   uint16, or uint32 past 65536 ids
+    loss_mask  ndarray:uint8:<seq_len>     1: a training target
+    doc_ids    ndarray:uint16:<seq_len>    example number in the window, 0 on padding
+    seq_id     int64                       the window's global id
+
+``dataset.json`` holds the format, columns, ids, hashes of the tokenizer and
+template, and per split the counts of windows, examples, target tokens and
+pad tokens. Writing into a fresh folder and swapping it in is the caller's
+job (as in ``tokenmill/shards/job.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tokenmill.shards import mds
+from tokenmill.shards.shuffle import SPLITS, shuffle, val_count
+
+FORMAT = "tokenmill-mds-sft-v1"
+WRITTEN_SCHEMA = ("split string, part int, sequences long, examples long, tokens long, targets long, "
+                  "shards int, bytes long")
+COUNTS = ("sequences", "examples", "tokens", "targets")
+
+
+@dataclass(frozen=True)
+class SftShardSpec:
+    """What the writer needs to know about the windows and where they go."""
+
+    seq_len: int
+    dtype: str  # token dtype: uint16 or uint32 (tokenize.tokenizer.token_dtype)
+    vocab_size: int
+    eos_id: int
+    bos_id: int | None
+    pad_id: int
+    tokenizer_sha256: str
+    template_sha256: str | None  # None for instruction rows (no template)
+    seed: int = 0
+    val_fraction: float = 0.01
+    train_parts: int = 1
+    val_parts: int = 1
+    compression: str | None = "zstd"
+    size_limit: int = 1 << 26
+
+
+def columns(spec: SftShardSpec) -> dict[str, str]:
+    L = spec.seq_len
+    return {"tokens": f"ndarray:{spec.dtype}:{L}", "loss_mask": f"ndarray:uint8:{L}",
+            "doc_ids": f"ndarray:uint16:{L}", "seq_id": "int64"}
+
+
+def _written(key, state, local: str) -> dict:
+    index = json.loads(Path(local, "index.json").read_text())
+    shards = index["shards"]
+    return {"split": key[0], "part": key[1], **{k: state[k] for k in COUNTS}, "shards": len(shards),
+            "bytes": sum((s.get("zip_data") or s["raw_data"])["bytes"] for s in shards)}
+
+
+def make_writer(spec: SftShardSpec, local_root: str, remote_root: str | None = None):
+    """A mapInArrow function writing each (split, part) run of windows with its own MDSWriter."""
+
+    def write(batches):
+        import pyarrow as pa
+        from streaming import MDSWriter
+
+        state: dict = {"key": None, "writer": None}
+        done: list[dict] = []
+
+        def close():
+            if state["writer"] is not None:
+                state["writer"].finish()
+                done.append(_written(state["key"], state, mds.part_dir(local_root, *state["key"])))
+
+        def open_writer(key):
+            local = mds.part_dir(local_root, *key)
+            shutil.rmtree(local, ignore_errors=True)  # a retried task starts its partition over
+            out = local if remote_root is None else (local, mds.part_dir(remote_root, *key))
+            state.update(key=key, **dict.fromkeys(COUNTS, 0), writer=MDSWriter(
+                out=out, columns=columns(spec), compression=spec.compression, size_limit=spec.size_limit,
+                keep_local=True, exist_ok=True))
+
+        L = spec.seq_len
+        for batch in batches:
+            splits, parts = batch.column("split").to_pylist(), batch.column("part").to_pylist()
+            ids = batch.column("seq_id").to_pylist()
+            tokens = batch.column("tokens").values.to_numpy(zero_copy_only=False).astype(spec.dtype)
+            masks = batch.column("loss_mask").values.to_numpy(zero_copy_only=False).astype(np.uint8)
+            docs = batch.column("doc_ids").values.to_numpy(zero_copy_only=False).astype(np.uint16)
+            counts = [batch.column(c).to_pylist() for c in ("n_examples", "n_tokens", "n_targets")]
+            if len(tokens) != L * len(ids):  # windows are exactly seq_len long
+                raise ValueError(f"windows of {len(tokens) / max(1, len(ids))} tokens, expected {L}")
+            for i, sid in enumerate(ids):
+                if (splits[i], parts[i]) != state["key"]:
+                    close()
+                    open_writer((splits[i], parts[i]))
+                lo = i * L
+                state["writer"].write({"tokens": tokens[lo:lo + L], "loss_mask": masks[lo:lo + L],
+                                       "doc_ids": docs[lo:lo + L], "seq_id": int(sid)})
+                for k, c in zip(COUNTS, (1, counts[0][i], counts[1][i], counts[2][i])):
+                    state[k] += c
+        close()
+        if done:
+            yield pa.RecordBatch.from_pylist(done, schema=pa.schema([
+                ("split", pa.string()), ("part", pa.int32()), ("sequences", pa.int64()), ("examples", pa.int64()),
+                ("tokens", pa.int64()), ("targets", pa.int64()), ("shards", pa.int32()), ("bytes", pa.int64())]))
+
+    return write
+
+
+def dataset_json(spec: SftShardSpec, written) -> dict:
+    """dataset.json from the writers' rows (split, part, counts, shards, bytes)."""
+    splits = {s: dict.fromkeys((*COUNTS, "shards", "bytes"), 0) for s in SPLITS}
+    for row in written:
+        for k in splits[row["split"]]:
+            splits[row["split"]][k] += row[k]
+    out = {}
+    for s, c in splits.items():
+        out[s] = {"sequences": c["sequences"], "examples": c["examples"], "target_tokens": c["targets"],
+                  "pad_tokens": c["sequences"] * spec.seq_len - c["tokens"], "tokens": c["sequences"] * spec.seq_len,
+                  "shards": c["shards"], "bytes": c["bytes"]}
+    return {"format": FORMAT, "columns": columns(spec), "column": "tokens", "dtype": spec.dtype,
+            "seq_len": spec.seq_len, "vocab_size": spec.vocab_size, "eos_id": spec.eos_id, "bos_id": spec.bos_id,
+            "pad_id": spec.pad_id, "tokenizer_sha256": spec.tokenizer_sha256,
+            "template_sha256": spec.template_sha256, "splits": out}
+
+
+def write_shards(windows, spec: SftShardSpec, root: str, remote: str | None = None) -> dict:
+    """Packed windows (chat/pack.py PACKED_SCHEMA) -> root/{train,val}/ MDS + root/dataset.json.
+
+    Returns dataset.json's content. ``root`` should be a fresh folder.
+    """
+    n = windows.count()
+    ordered = shuffle(windows, spec.seed, spec.val_fraction, spec.train_parts,
+                      spec.val_parts if val_count(n, spec.val_fraction) else 1, n)
+    rows = (ordered.select("split", "part", "seq_id", "tokens", "loss_mask", "doc_ids", "n_examples", "n_tokens",
+                           "n_targets").mapInArrow(make_writer(spec, root, remote), WRITTEN_SCHEMA).collect())
+    written = [r.asDict() for r in rows]
+    for split in SPLITS:
+        mds.merge_split(root, remote, split, sorted(r["part"] for r in written if r["split"] == split))
+    dataset = dataset_json(spec, written)
+    os.makedirs(root, exist_ok=True)
+    Path(root, "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+    if remote is not None:
+        mds.upload(root, remote, "dataset.json")  # last: readers look for it
+    return dataset
