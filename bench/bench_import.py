@@ -9,8 +9,10 @@ checkpoint (``load_into``: each rank reads only its rows). Reported per
 rank: RSS after start-up, RSS after build_model (its fp32 shard is allocated
 there), peak RSS (VmHWM of /proc/self/status, whole life of the rank),
 ``ru_maxrss`` (on Linux it keeps the forking parent's peak across exec, so
-it can read high when the parent is big), file-backed RSS
-after the load (memory-mapped safetensors pages), and wall time of the load
+it can read high when the parent is big), the largest file-backed and
+anonymous RSS seen during the load (file*: memory-mapped safetensors pages
+and libraries, which the kernel can drop; anon*: tensors; polled every
+10 ms), and wall time of the load
 (slowest rank, between barriers); against the full model's size in fp32
 and in bf16, and the fp32 shard one rank owns.
 
@@ -56,7 +58,8 @@ def make_checkpoint(args) -> Path:
         return out
     start = time.perf_counter()
     tmp = out.with_name(out.name + ".tmp")
-    write_hf_model(tmp, "llama", vocab_size=args.vocab, dtype="bfloat16", max_shard_size=args.max_shard_size, **shape)
+    write_hf_model(tmp, "llama", vocab_size=args.vocab, dtype="bfloat16", max_shard_size=args.max_shard_size,
+                   **shape)
     tmp.rename(out)
     print(f"made {out} in {time.perf_counter() - start:.0f}s", file=sys.stderr)
     return out
@@ -68,6 +71,30 @@ def rss_bytes(field: str = "VmRSS") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+class PeakSampler:
+    """Largest RssAnon and RssFile seen while the block runs (polled every 10 ms)."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while True:
+            for field in self.peak:
+                self.peak[field] = max(self.peak[field], rss_bytes(field))
+            if self._stop.wait(0.01):
+                return
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def rank_main(rank: int, world: int, port: int, ckpt_dir: str, threads: int, out_dir: str) -> None:
@@ -90,14 +117,15 @@ def rank_main(rank: int, world: int, port: int, ckpt_dir: str, threads: int, out
     rss_built = rss_bytes()
     dist.barrier()
     start = time.perf_counter()
-    load_into(model, ckpt, family_of(ckpt.config))
+    with PeakSampler() as sampler:
+        load_into(model, ckpt, family_of(ckpt.config))
     dist.barrier()
     seconds = time.perf_counter() - start
     figures = {
         "rank": d.rank, "load_s": seconds, "rss_start": rss_start, "rss_after_build": rss_built,
         "rss_peak": rss_bytes("VmHWM"),
         "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "rss_file_after_load": rss_bytes("RssFile"), "rss_anon_after_load": rss_bytes("RssAnon"),
+        "rss_file_peak_in_load": sampler.peak["RssFile"], "rss_anon_peak_in_load": sampler.peak["RssAnon"],
         "params": sum(p.numel() for p in model.parameters()),
     }
     Path(out_dir, f"rank{d.rank}.json").write_text(json.dumps(figures))
@@ -120,11 +148,13 @@ def table(rows: list[dict], n_params: int) -> str:
     lines = [f"model: {n_params / 1e9:.3f}B parameters, full fp32 {full32 / GiB:.2f} GiB, "
              f"full bf16 {full16 / GiB:.2f} GiB (RSS in GiB)",
              f"{'ranks':>5} {'rank':>4} {'load s':>7} {'start':>6} {'built':>6} {'peak':>6} "
-             f"{'maxrss':>6} {'file':>6} {'fp32 shard':>10} {'peak/full fp32':>14} {'peak/full bf16':>14}"]
+             f"{'maxrss':>6} {'file*':>6} {'anon*':>6} {'fp32 shard':>10} "
+             f"{'peak/full fp32':>14} {'peak/full bf16':>14}"]
     for r in rows:
         shard = full32 / r["world"]
         gib = " ".join(f"{r[k] / GiB:>6.2f}" for k in
-                       ("rss_start", "rss_after_build", "rss_peak", "ru_maxrss", "rss_file_after_load"))
+                       ("rss_start", "rss_after_build", "rss_peak", "ru_maxrss", "rss_file_peak_in_load",
+                        "rss_anon_peak_in_load"))
         lines.append(f"{r['world']:>5} {r['rank']:>4} {r['load_s']:>7.2f} {gib} {shard / GiB:>10.2f} "
                      f"{r['rss_peak'] / full32:>14.2f} {r['rss_peak'] / full16:>14.2f}")
     return "\n".join(lines)
