@@ -203,6 +203,12 @@ def test_base_model_checks_and_memory(shards, tmp_path, capsys):
     assert checks["base model"][1].startswith("llama (2 layers, ")
     assert "its tokenizer is the shards'" in checks["base model"][1]
     assert checks["memory"][1].endswith("a10g has 24.0 GB")
+    assert "full: " in checks["memory"][1] and "parameters train" in checks["memory"][1]
+    lora = train_config(tmp_path, model={}, method="lora", lora={"rank": 4, "targets": ["q", "v"]})
+    code, checks = run(capsys, lora, shards, tmp_path / "run", "--init-from", str(model))
+    assert code == 0, checks
+    # rank 4 on q (64 -> 64) and v (64 -> 32) in 2 layers
+    assert f"lora: {2 * 4 * (128 + 96):,} of " in checks["memory"][1] and "(full fine-tuning: " in checks["memory"][1]
     other = tmp_path / "other"
     shutil.copytree(model, other)
     (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace("<|endoftext|>", "<|x|>"))

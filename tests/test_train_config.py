@@ -154,3 +154,18 @@ def test_train_split_smaller_than_a_global_batch_is_rejected(tmp_path):
 )
 def test_remote_shard_locations_are_recognized(location, remote):
     assert data.is_remote(location) is remote
+
+
+def test_train_flags_override_the_config(tmp_path):
+    import argparse
+
+    from tokenmill.train.launch import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--config", "configs/cpt_tiny.yaml", "--init-from", "/m", "--method", "lora",
+                              "--set", "lora.rank=32", "--set", "lora.targets=[all]", "--max-steps", "7"])
+    cfg = build_config(args)
+    assert (cfg.init_from, cfg.method, cfg.lora.rank, cfg.lora.targets, cfg.max_steps) == ("/m", "lora", 32, ("all",), 7)
+    with pytest.raises(ConfigError, match="^lora.rank: must be > 0"):
+        build_config(parser.parse_args(["--config", "configs/cpt_tiny.yaml", "--set", "lora.rank=0"]))

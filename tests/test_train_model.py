@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tokenmill.train.attention import document_layout, flex_attend, masked_attend
+from tokenmill.train.attention import Masking, document_layout, flex_attend, masked_attend
 from tokenmill.train.config import AttentionConfig, ModelConfig, RopeScaling, load_config, model_config
 from tokenmill.train.model import GPT, alibi_slopes, apply_rope, count_params, flops_per_token, lm_loss, rope_tables
 
@@ -149,8 +149,8 @@ def test_flex_attention_equals_masked_sdpa(alibi, doc_mask, kv_heads):
     docs = document_layout(tokens, 0) if doc_mask else None
     slopes = alibi_slopes(H) if alibi else None
     with torch.no_grad():
-        expected = masked_attend(q, k, v, slopes, docs)
-        got = flex_attend(q, k, v, slopes, docs)
+        expected = masked_attend(q, k, v, Masking(slopes, docs))
+        got = flex_attend(q, k, v, Masking(slopes, docs))
     assert torch.allclose(got, expected, atol=1e-5)
 
 

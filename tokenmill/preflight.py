@@ -308,8 +308,7 @@ class Preflight:
             return "skip", "needs readable shards"
         from tokenmill.train import base_model
 
-        base = base_model.prepare(self.cfg.init_from, self.cfg.model, self.info)
-        self.model_cfg = base.model_cfg
+        base, self.model_cfg = base_model.resolve(self.cfg, self.info)
         return "pass", (f"{base.family} ({base.model_cfg.n_layers} layers, {self._params():,} parameters, "
                         f"{base.dtype}) in {len(set(base.ckpt.files.values()))} file(s); its tokenizer is "
                         f"the shards'; vocab {base.model_cfg.vocab_size:,}, context "
@@ -321,11 +320,17 @@ class Preflight:
         from tokenmill.train import memory
 
         cfg, params = self.cfg, self._params()
+        trainable = memory.trainable_params(self.model_cfg)
         gpu = self.options.gpu or _visible_gpu_kind(memory.GPU_MEMORY_GB)
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and gpu is not None)
-        est = memory.estimate(self.model_cfg, params, params, self.options.nproc, cfg.micro_batch_size, bf16,
+        est = memory.estimate(self.model_cfg, params, trainable, self.options.nproc, cfg.micro_batch_size, bf16,
                               cfg.activation_checkpointing)
-        detail = f"~{est.describe()} at micro-batch {cfg.micro_batch_size} x {self.model_cfg.seq_len} tokens"
+        detail = (f"~{est.describe()} at micro-batch {cfg.micro_batch_size} x {self.model_cfg.seq_len} tokens; "
+                  f"{cfg.method}: {trainable:,} of {params:,} parameters train")
+        if self.model_cfg.lora is not None:
+            full = memory.estimate(self.model_cfg, params, params, self.options.nproc, cfg.micro_batch_size,
+                                   bf16, cfg.activation_checkpointing)
+            detail += f" (full fine-tuning: {memory.gb(full.total)} per rank)"
         if gpu is None or gpu not in memory.GPU_MEMORY_GB:
             return "pass", detail + "; no GPU kind to compare with (--gpu)"
         have = memory.GPU_MEMORY_GB[gpu] * 1e9

@@ -7,8 +7,9 @@ ALiBi subtracts slope_h * (i - j) from the score. Three ways compute it:
 - plain causal (no ALiBi, no document mask): SDPA's causal kernel (flash on GPU);
 - on GPU otherwise: FlexAttention, compiled, with the mask as a block mask
   (fully masked blocks are skipped) and ALiBi as a score function;
-- on CPU otherwise: SDPA with a mask built for this batch (FlexAttention has
-  no backward pass on CPU). Tests check that both give the same output.
+- on CPU otherwise: SDPA with a mask built once per batch and shared by all
+  layers (FlexAttention has no backward pass on CPU). Tests check that both
+  give the same output.
 
 Nothing of size T x T is kept between steps.
 
@@ -31,7 +32,33 @@ class Documents:
 
     ids: torch.Tensor  # (B, T) index of each token's document within its row
     positions: torch.Tensor  # (B, T) int64 position of each token within its document
-    _block_mask: Any = field(default=None, repr=False)  # FlexAttention's mask, built on first use
+
+
+@dataclass
+class Masking:
+    """What one batch's attention masks: ALiBi slopes and/or documents.
+
+    ``build`` makes the mask the backend needs once per batch, before the
+    (possibly compiled) blocks run; all layers share it.
+    """
+
+    alibi: Optional[torch.Tensor] = None  # (H,) ALiBi slopes
+    docs: Optional[Documents] = None
+    built: Any = field(default=None, repr=False)  # block mask (GPU) or dense mask (CPU)
+
+    @property
+    def causal_only(self) -> bool:
+        return self.alibi is None and self.docs is None
+
+    def build(self, T: int, device: torch.device, dtype: torch.dtype) -> "Masking":
+        if self.causal_only:
+            return self
+        if device.type == "cuda":
+            ids = self.docs.ids if self.docs is not None else None
+            self.built = _document_block_mask(ids, device) if ids is not None else _causal_block_mask(T, str(device))
+        else:
+            self.built = dense_mask(T, device, dtype, self)
+        return self
 
 
 def document_layout(tokens: torch.Tensor, eos_id: int) -> Documents:
@@ -51,46 +78,47 @@ def document_layout(tokens: torch.Tensor, eos_id: int) -> Documents:
     return Documents(ids=ids, positions=index - start_of_doc)
 
 
-def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alibi: Optional[torch.Tensor], docs: Optional[Documents]
-) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masking: Masking) -> torch.Tensor:
     """q (B, H, T, Dh), k and v (B, K, T, Dh) -> (B, H, T, Dh)."""
-    gqa = q.size(1) != k.size(1)
-    if alibi is None and docs is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    if masking.causal_only:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.size(1) != k.size(1))
     if q.is_cuda:
-        return flex_attend(q, k, v, alibi, docs)
-    return masked_attend(q, k, v, alibi, docs)
+        return flex_attend(q, k, v, masking)
+    return masked_attend(q, k, v, masking)
 
 
-def masked_attend(q, k, v, alibi: Optional[torch.Tensor], docs: Optional[Documents]) -> torch.Tensor:
-    """SDPA with this batch's mask: (B or 1, 1, T, T) allowed, plus (1, H, T, T) ALiBi."""
-    T = q.size(2)
-    i = torch.arange(T, device=q.device)
+def masked_attend(q, k, v, masking: Masking) -> torch.Tensor:
+    """SDPA with this batch's dense mask (built once, shared by every layer)."""
+    mask = masking.built if masking.built is not None else dense_mask(q.size(2), q.device, q.dtype, masking)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype) if mask.is_floating_point() else mask,
+                                          enable_gqa=q.size(1) != k.size(1))
+
+
+def dense_mask(T: int, device, dtype, masking: Masking) -> torch.Tensor:
+    """(B or 1, 1, T, T) allowed pairs, or with ALiBi a (B or 1, H, T, T) additive bias."""
+    i = torch.arange(T, device=device)
     allowed = (i[:, None] >= i[None, :])[None, None]  # (1, 1, T, T) causal
-    if docs is not None:
-        allowed = allowed & (docs.ids[:, None, :, None] == docs.ids[:, None, None, :])  # (B, 1, T, T)
-    if alibi is None:
-        mask = allowed
-    else:
-        distance = (i[:, None] - i[None, :]).to(q.dtype)  # (T, T)
-        bias = -alibi.to(q.dtype)[None, :, None, None] * distance  # (1, H, T, T)
-        mask = bias.masked_fill(~allowed, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.size(1) != k.size(1))
+    if masking.docs is not None:
+        ids = masking.docs.ids
+        allowed = allowed & (ids[:, None, :, None] == ids[:, None, None, :])  # (B, 1, T, T)
+    if masking.alibi is None:
+        return allowed
+    distance = (i[:, None] - i[None, :]).to(dtype)  # (T, T)
+    bias = -masking.alibi.to(dtype)[None, :, None, None] * distance  # (1, H, T, T)
+    return bias.masked_fill(~allowed, float("-inf"))
 
 
-def flex_attend(q, k, v, alibi: Optional[torch.Tensor], docs: Optional[Documents]) -> torch.Tensor:
+def flex_attend(q, k, v, masking: Masking) -> torch.Tensor:
     """FlexAttention: the mask as a block mask, ALiBi as a score function."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    T = q.size(2)
-    if docs is None:
-        block_mask = _causal_block_mask(T, str(q.device))
-    else:
-        if docs._block_mask is None:  # one block mask per batch, shared by all layers
-            docs._block_mask = _document_block_mask(docs.ids, q.device)
-        block_mask = docs._block_mask
+    block_mask = masking.built
+    if block_mask is None:  # not built beforehand (tests call this directly)
+        T = q.size(2)
+        docs = masking.docs
+        block_mask = _document_block_mask(docs.ids, q.device) if docs is not None else _causal_block_mask(T, str(q.device))
     score_mod = None
+    alibi = masking.alibi
     if alibi is not None:
         slopes = alibi.to(torch.float32)
 

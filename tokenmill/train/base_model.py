@@ -13,11 +13,13 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from tokenmill.errors import UserError
 from tokenmill.train.config import ModelConfig, ModelSpec
 from tokenmill.train.hf_adapter import family_of, model_config_from_hf
 from tokenmill.train.hf_io import METADATA_FILES, HFCheckpoint, check_weights, open_checkpoint
+from tokenmill.typed_config import ConfigError
 
 BASE_DIR = "base"  # <run_dir>/base: the base model's config and tokenizer files, for export
 
@@ -44,6 +46,35 @@ def prepare(init_from: str, spec: ModelSpec, info) -> BaseModel:
     check_against_shards(ckpt, model_cfg, info)
     dtype = check_weights(ckpt, model_cfg, family)
     return BaseModel(ckpt, family, model_cfg, dtype)
+
+
+def resolve(cfg, info) -> tuple[Optional[BaseModel], ModelConfig]:
+    """(base model or None, the model this run trains) for a TrainConfig and its shards."""
+    from tokenmill.train import data
+
+    cfg.check_method()
+    if not cfg.init_from:
+        return None, data.resolve_model(cfg.model, info)
+    base = prepare(cfg.init_from, cfg.model, info)
+    if cfg.method == "full":
+        return base, base.model_cfg
+    try:
+        return base, dataclasses.replace(base.model_cfg, lora=cfg.lora)
+    except ConfigError as exc:
+        raise UserError(f"{exc} ({base.family} at {base.root})") from None
+
+
+def weights_sha256(ckpt: HFCheckpoint) -> str:
+    """sha256 over the checkpoint's safetensors files (names and bytes, in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for file in sorted(set(ckpt.files.values())):
+        h.update(file.name.encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def _check_spec_is_default(spec: ModelSpec) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 TRAINER_STATE = "trainer_state.pt"
@@ -83,8 +83,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(root: Path, step: int, model, optimizer, trainer_state: dict, keep_last: int) -> Path:
-    """Write checkpoint ``step`` from all ranks; returns its final path."""
+def save(root: Path, step: int, model, optimizer, trainer_state: dict, keep_last: int,
+         trainable_only: bool = False) -> Path:
+    """Write checkpoint ``step`` from all ranks; returns its final path.
+
+    ``trainable_only`` (LoRA): only parameters that train, and their optimizer
+    state; the frozen base is read from the base model again on resume.
+    """
     rank = dist.get_rank()
     final = step_dir(root, step)
     tmp = final.with_name(final.name + ".tmp")
@@ -92,7 +97,7 @@ def save(root: Path, step: int, model, optimizer, trainer_state: dict, keep_last
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd, optim_sd = _state_dicts(model, optimizer, trainable_only)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
     # RNG differs per rank: one file each (DCP would keep only rank 0's value).
     torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
@@ -107,6 +112,24 @@ def save(root: Path, step: int, model, optimizer, trainer_state: dict, keep_last
     return final
 
 
+def _state_dicts(model, optimizer, trainable_only: bool) -> tuple[dict, dict]:
+    """Model and optimizer state dicts; with ``trainable_only``, nothing of the frozen weights.
+
+    torch's ignore_frozen_params misses a frozen weight shared under a second
+    name (the tied head): keep only the names of parameters that train.
+    """
+    options = StateDictOptions(ignore_frozen_params=trainable_only)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
+    if trainable_only:
+        trainable = {_clean(n) for n, p in model.named_parameters() if p.requires_grad}
+        model_sd = {k: v for k, v in model_sd.items() if k in trainable}
+    return model_sd, optim_sd
+
+
+def _clean(name: str) -> str:
+    return name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
+
+
 def prune(root: Path, keep_last: int) -> None:
     """Keep the newest ``keep_last`` complete checkpoints; drop stale .tmp dirs."""
     for old in complete_checkpoints(root)[:-keep_last]:
@@ -119,24 +142,29 @@ def read_trainer_state(path: Path) -> dict:
     return torch.load(path / TRAINER_STATE, weights_only=False)
 
 
-def load(path: Path, model, optimizer) -> dict:
+def load(path: Path, model, optimizer, trainable_only: bool = False) -> dict:
     """Load model + optimizer (resharded to this world size) and RNG; return trainer state."""
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    options = StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
+    model_sd, optim_sd = _state_dicts(model, optimizer, trainable_only)
     state = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=options)
     rng_file = path / f"rng_rank{dist.get_rank()}.pt"
     if rng_file.exists():  # absent when resuming on more ranks than were saved
         set_rng_state(torch.load(rng_file, weights_only=False))
     return read_trainer_state(path)
 
 
-def load_model_weights(path: Path, model: torch.nn.Module) -> None:
-    """Load only the model weights into a plain (unsharded) model, in one process."""
+def load_model_weights(path: Path, model: torch.nn.Module, only=None) -> None:
+    """Load the model weights into a plain (unsharded) model, in one process.
+
+    ``only(name)`` picks the weights the checkpoint holds (LoRA: the adapters).
+    """
     import warnings
 
-    state = {"model": model.state_dict()}
+    weights = {k: v for k, v in model.state_dict().items() if only is None or only(k)}
+    state = {"model": weights}
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
         dcp.load(state, checkpoint_id=str(path))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["model"], strict=only is None)

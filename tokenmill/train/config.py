@@ -39,6 +39,44 @@ class AttentionConfig:
     doc_mask: bool = False
 
 
+LORA_GROUPS = {
+    "attention": ("q", "k", "v", "o"),
+    "mlp": ("gate", "up", "down"),
+    "all": ("q", "k", "v", "o", "gate", "up", "down"),
+}
+LORA_LAYERS = LORA_GROUPS["all"]
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters (LoRA): W x + (alpha / rank) B A x on the target projections."""
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    # Projections: q k v o gate up down, or a group: attention, mlp, all (every linear layer but the head).
+    targets: tuple[str, ...] = ("attention",)
+
+    def __post_init__(self):
+        require(self.rank > 0, "rank", f"must be > 0, got {self.rank}")
+        require(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
+        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        require(len(self.targets) > 0, "targets", "must name at least one projection")
+        for t in self.targets:
+            require(t in LORA_GROUPS or t in LORA_LAYERS, "targets",
+                    f"{t!r} is not a projection; choose from {', '.join(LORA_LAYERS)} or {', '.join(LORA_GROUPS)}")
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The targeted projections, groups expanded, in model order."""
+        named = {layer for t in self.targets for layer in LORA_GROUPS.get(t, (t,))}
+        return tuple(layer for layer in LORA_LAYERS if layer in named)
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture. ``vocab_size`` and ``seq_len`` must match the shards."""
@@ -63,6 +101,7 @@ class ModelConfig:
     qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2)
     context_len: Optional[int] = None  # longest context the model was made for (imports)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    lora: Optional[LoraConfig] = None  # adapters on these projections; the rest is frozen
 
     def __post_init__(self):
         require(self.d_model > 0, "d_model", f"must be > 0, got {self.d_model}")
@@ -89,6 +128,9 @@ class ModelConfig:
             require(self.head_dim % 2 == 0, "position", "rope needs an even head dim")
         else:
             require(self.rope_scaling is None, "rope_scaling", "applies only to position: rope")
+        if self.lora is not None and self.mlp != "swiglu":
+            require("gate" not in self.lora.layers, "lora.targets",
+                    "'gate' names no layer of this model (its GELU MLP has up and down only)")
 
     @property
     def head_dim(self) -> int:
@@ -234,6 +276,10 @@ class TrainConfig:
     # A Hugging Face checkpoint folder to start from (continued pretraining,
     # fine-tuning). A checkpoint in run_dir still wins: a restart resumes it.
     init_from: Optional[str] = None
+    # full: train every weight. lora: freeze the base model, train low-rank
+    # adapters (needs init_from); checkpoints then hold only the adapters.
+    method: Literal["full", "lora"] = "full"
+    lora: LoraConfig = field(default_factory=LoraConfig)
     export_hf: bool = False  # write a Hugging Face folder at the end of the run
     export: ExportConfig = field(default_factory=ExportConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -278,6 +324,11 @@ class TrainConfig:
             "max_consecutive_skips",
             f"must be >= 1, got {self.max_consecutive_skips}",
         )
+
+    def check_method(self) -> None:
+        """LoRA adapts a base model: it needs one (checked once overrides are applied)."""
+        require(self.method != "lora" or bool(self.init_from), "method",
+                "lora trains adapters on a base model: set init_from (or pass --init-from DIR)")
 
     @property
     def run_path(self) -> Path:

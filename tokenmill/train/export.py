@@ -25,7 +25,9 @@ from tokenmill.train.config import ExportConfig, parse_size
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="run dir, or run_dir/checkpoints/step_N")
     parser.add_argument("--out", required=True, help="output dir (replaced if it exists)")
-    parser.add_argument("--format", choices=["hf"], default="hf", help="hf: a Hugging Face model folder")
+    parser.add_argument("--format", choices=["hf", "peft"], default="hf",
+                        help="hf: a Hugging Face model folder; peft: a LoRA run's adapter (PEFT format)")
+    parser.add_argument("--merge", action="store_true", help="LoRA runs, --format hf: merge the adapters into the weights")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                         help="weights' dtype; auto: the base model's, float32 for models trained from scratch")
     parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 5GB or 500MB")
@@ -36,21 +38,32 @@ def run_dir_of(checkpoint_dir: Path) -> Path:
 
 
 def load_from_checkpoint(path: Path):
-    """(model on CPU in eval mode, trainer state) from a checkpoint or run dir."""
+    """(model on CPU in eval mode, trainer state) from a checkpoint or run dir.
+
+    A LoRA checkpoint holds only the adapters: the base comes from its folder.
+    """
     from tokenmill.train.checkpoint import load_model_weights, read_trainer_state, resolve_checkpoint
     from tokenmill.train.config import ModelConfig
-    from tokenmill.train.model import GPT
+    from tokenmill.train.model import GPT, is_adapter
     from tokenmill.typed_config import from_dict
 
     ckpt = resolve_checkpoint(path)
     state = read_trainer_state(ckpt)
     model = GPT(from_dict(ModelConfig, state["model_config"]))
-    load_model_weights(ckpt, model)
+    if model.cfg.lora is not None:
+        from tokenmill.train import hf_io, lora_export
+
+        base = hf_io.open_checkpoint(lora_export.check_base(state))
+        hf_io.load_into(model, base, state["base"]["family"])
+        load_model_weights(ckpt, model, only=is_adapter)
+    else:
+        load_model_weights(ckpt, model)
     state["checkpoint"] = ckpt
     return model.eval(), state
 
 
-def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig()) -> Path:
+def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig(), fmt: str = "hf",
+           merge: bool = False) -> Path:
     from tokenmill.train import hf_adapter, hf_io
     from tokenmill.train.base_model import BASE_DIR
     from tokenmill.train.checkpoint import read_trainer_state, resolve_checkpoint
@@ -62,6 +75,14 @@ def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig()) 
     model_cfg = from_dict(ModelConfig, state["model_config"])
     run_dir = run_dir_of(ckpt)
     base = state.get("base")
+    lora = model_cfg.lora is not None
+    if fmt == "peft" and not lora:
+        raise UserError("--format peft exports LoRA adapters; this run trained every weight: use --format hf")
+    if lora and fmt == "hf" and not merge:
+        raise UserError("this run trained LoRA adapters: export them with --format peft, "
+                        "or merged into the base weights with --format hf --merge")
+    if merge and not lora:
+        raise UserError("--merge applies to LoRA runs; this run trained every weight")
     if base:
         family, base_dtype = base["family"], base["dtype"]
         base_dir = run_dir / BASE_DIR
@@ -70,8 +91,19 @@ def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig()) 
     else:
         family, base_dtype, base_config = hf_adapter.family_for_export(model_cfg), "float32", None
         files = scratch_files(run_dir, state, model_cfg.seq_len)
-    return write_hf(out, model_cfg, family, base_config, files, hf_io.checkpoint_fetcher(ckpt, model_cfg),
-                    options, base_dtype, state.get("eos_id"), state.get("bos_id"))
+    if lora:
+        from tokenmill.train import lora_export
+
+        base_root = lora_export.check_base(state)
+        if fmt == "peft":
+            dtype = hf_io.export_dtype(options.dtype, base_dtype)
+            return lora_export.write_peft(out, model_cfg, family, lora_export.read_adapters(ckpt, model_cfg),
+                                          base_root, dtype)
+        fetch = lora_export.merged_fetcher(ckpt, model_cfg, family, base_root)
+    else:
+        fetch = hf_io.checkpoint_fetcher(ckpt, model_cfg)
+    return write_hf(out, model_cfg, family, base_config, files, fetch, options, base_dtype,
+                    state.get("eos_id"), state.get("bos_id"))
 
 
 def write_hf(out: Path, model_cfg, family: str, base_config, files: dict[str, bytes], fetch,
@@ -114,6 +146,9 @@ def scratch_files(run_dir: Path, state: dict, seq_len: int) -> dict[str, bytes]:
 
 def main(args: argparse.Namespace) -> int:
     options = ExportConfig(dtype=args.dtype, max_shard_size=args.max_shard_size)
-    out = export(Path(args.checkpoint), Path(args.out), options)
-    print(f"exported {out} (Hugging Face format: transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+    out = export(Path(args.checkpoint), Path(args.out), options, args.format, args.merge)
+    if args.format == "peft":
+        print(f"exported {out} (PEFT adapter: peft.PeftModel.from_pretrained(base_model, {str(out)!r}))")
+    else:
+        print(f"exported {out} (Hugging Face format: transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}))")
     return 0

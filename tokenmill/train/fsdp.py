@@ -91,6 +91,12 @@ def build_model(
     """
     with torch.device("meta"):
         model = GPT(cfg)
+    if cfg.lora is not None:
+        model.freeze_base()
+        if bf16:  # frozen base weights need no fp32 master copy: keep them in bf16 (adapters stay fp32)
+            for p in model.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
     for name, block in list(model.blocks.items()):
         if activation_checkpointing:
             # Recompute the block's activations in backward: memory O(1 block).

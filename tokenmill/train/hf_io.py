@@ -131,31 +131,40 @@ def clean_name(name: str) -> str:
 
 
 def load_into(model: torch.nn.Module, ckpt: HFCheckpoint, family: str) -> None:
-    """Copy the checkpoint into ``model``'s parameters, each rank reading only its rows."""
+    """Copy the checkpoint into ``model``'s parameters, each rank reading only its rows.
+
+    Files are read one at a time and closed after, so their mapped pages do
+    not accumulate in the process's memory.
+    """
     from safetensors import safe_open
-    from torch.distributed.tensor import DTensor
+
+    from tokenmill.train.model import is_adapter
 
     table = weight_map(model.cfg, family)
-    handles: dict[Path, object] = {}
-    try:
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                source = table[clean_name(name)]
-                file = ckpt.files[source.hf_name]
-                if file not in handles:
-                    handles[file] = safe_open(str(file), framework="pt").__enter__()
-                tensor = handles[file].get_slice(source.hf_name)
-                if isinstance(param, DTensor):
-                    start, rows = _local_rows(param)
-                    local = _read_rows(tensor, source, start, rows).to(param.device, param.dtype)
-                    param.copy_(DTensor.from_local(local, param.device_mesh, param.placements,
-                                                   run_check=False, shape=param.shape, stride=param.stride()))
-                else:
-                    param.copy_(_read_rows(tensor, source, 0, param.shape[0]).to(param.device, param.dtype))
-    finally:
-        for handle in handles.values():
-            handle.__exit__(None, None, None)
+    by_file: dict[Path, list[tuple[torch.nn.Parameter, Source]]] = {}
+    for name, param in model.named_parameters():
+        if is_adapter(name):  # LoRA's adapters are not part of the base model
+            continue
+        source = table[clean_name(name)]
+        by_file.setdefault(ckpt.files[source.hf_name], []).append((param, source))
+    with torch.no_grad():
+        for file, params in by_file.items():
+            with safe_open(str(file), framework="pt") as f:
+                for param, source in params:
+                    _copy_rows(param, f.get_slice(source.hf_name), source)
     model.reset_buffers()
+
+
+def _copy_rows(param, tensor_slice, source: Source) -> None:
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(param, DTensor):
+        start, rows = _local_rows(param)
+        local = _read_rows(tensor_slice, source, start, rows).to(param.device, param.dtype)
+        param.copy_(DTensor.from_local(local, param.device_mesh, param.placements,
+                                       run_check=False, shape=param.shape, stride=param.stride()))
+    else:
+        param.copy_(_read_rows(tensor_slice, source, 0, param.shape[0]).to(param.device, param.dtype))
 
 
 def _local_rows(param) -> tuple[int, int]:

@@ -32,9 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="where checkpoints and logs go (overrides run_dir)")
     parser.add_argument("--max-steps", type=int, help="overrides max_steps")
     parser.add_argument("--init-from", help="Hugging Face checkpoint folder to start from (overrides init_from)")
+    parser.add_argument("--method", choices=["full", "lora"], help="full fine-tuning or LoRA adapters (overrides method)")
     parser.add_argument(
         "--stop-at-step", type=int, help="end this run at that step with a checkpoint (schedule unchanged); rerun to resume"
     )
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field, e.g. --set lora.rank=32 (repeatable)")
     parser.add_argument("--nproc", type=int, default=None, help="ranks on this machine (default: GPUs, or 1 on CPU)")
     parser.add_argument("--max-restarts", type=int, default=0, help="torchrun restarts after a rank fails")
     parser.add_argument("--spark", action="store_true", help="launch the ranks with pyspark's TorchDistributor")
@@ -49,8 +52,11 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     overrides = {
         "data.shards": args.shards, "run_dir": args.run_dir, "max_steps": args.max_steps,
         "stop_at_step": args.stop_at_step, "init_from": getattr(args, "init_from", None),
+        "method": getattr(args, "method", None),
     }
-    return replace(cfg, overrides)
+    from tokenmill.typed_config import parse_overrides
+
+    return replace(replace(cfg, parse_overrides(getattr(args, "set", []) or [])), overrides)
 
 
 def check(cfg: TrainConfig, nproc: int) -> None:
@@ -61,16 +67,31 @@ def check(cfg: TrainConfig, nproc: int) -> None:
         raise UserError("no shards given: set data.shards in the config or pass --shards DIR")
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cfg.run_path / "cache"
     info = data.read_manifest(cfg.data.shards, cache)
-    if cfg.init_from:
-        from tokenmill.train import base_model
+    from tokenmill.train import base_model
 
-        base_model.prepare(cfg.init_from, cfg.model, info)  # config, tokenizer, shapes: before any rank
-    else:
-        data.resolve_model(cfg.model, info)
+    base, model_cfg = base_model.resolve(cfg, info)  # with init_from: config, tokenizer, shapes, before any rank
+    if model_cfg.lora is not None:
+        check_lora_base(cfg, base)
     data.check_split_sizes(info, cfg.global_batch_size)
     cfg.grad_accum(nproc)
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
+
+
+def check_lora_base(cfg: TrainConfig, base) -> None:
+    """Resuming LoRA adapters on another base model than they were trained on is refused here."""
+    from tokenmill.train import base_model, checkpoint
+
+    latest = checkpoint.latest_checkpoint(cfg.run_path / "checkpoints") if cfg.checkpoint.autoresume else None
+    if latest is None:
+        return
+    want = (checkpoint.read_trainer_state(latest).get("base") or {}).get("sha256")
+    have = base_model.weights_sha256(base.ckpt)
+    if want and want != have:
+        raise UserError(
+            f"the base model at {base.root} (sha256 {have[:12]}) is not the one the adapters in {latest} "
+            f"were trained on ({want[:12]}): pass that base model, or use a new run_dir"
+        )
 
 
 def default_nproc() -> int:

@@ -45,9 +45,10 @@ def lr_factor(step: int, warmup: int, max_steps: int, min_ratio: float) -> float
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, fused: bool) -> torch.optim.AdamW:
-    """AdamW; no weight decay on norm weights (1-D), as usual for transformers."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW over the trainable parameters; no weight decay on norm weights and biases (1-D)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 
@@ -79,8 +80,8 @@ class Trainer:
             clean_stale_shared_memory()
         self.info = data.read_manifest(cfg.data.shards, self.cache_dir)
         # Starting from an open model: its config.json gives the architecture.
-        self.base = base_model.prepare(cfg.init_from, cfg.model, self.info) if cfg.init_from else None
-        self.model_cfg = self.base.model_cfg if self.base else data.resolve_model(cfg.model, self.info)
+        self.base, self.model_cfg = base_model.resolve(cfg, self.info)
+        self.lora = self.model_cfg.lora is not None
         data.check_split_sizes(self.info, cfg.global_batch_size)
         self.accum = cfg.grad_accum(self.d.world_size)
         seed_everything(cfg.seed + self.d.rank)
@@ -88,6 +89,10 @@ class Trainer:
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
         self.model = build_model(self.model_cfg, self.d.device, self.bf16, cfg.activation_checkpointing, cfg.compile)
         self.optimizer = build_optimizer(self.model, cfg.optim, fused=cuda)
+        self.trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.base_sha256 = None
+        if self.lora:  # LoRA checkpoints name their base by content: rank 0 hashes it once
+            self.base_sha256 = _broadcast(base_model.weights_sha256(self.base.ckpt) if self.d.is_main else None)
         factor = partial(
             lr_factor, warmup=cfg.optim.warmup_steps, max_steps=cfg.max_steps, min_ratio=cfg.optim.min_lr_ratio
         )
@@ -115,30 +120,27 @@ class Trainer:
         """Weights from the run's latest checkpoint; else the base model; else random.
 
         A checkpoint wins over init_from: a restart after a crash continues
-        the run instead of starting again from the base model.
+        the run instead of starting again from the base model. A LoRA
+        checkpoint holds only the adapters: the base is read again, and must
+        be the one the run started from (same sha256).
         """
         latest = checkpoint.latest_checkpoint(self.ckpt_root) if self.cfg.checkpoint.autoresume else None
+        saved = checkpoint.read_trainer_state(latest) if latest is not None else None
+        if saved is not None:
+            self._check_same_run(latest, saved)
+        if self.base and (latest is None or self.lora):
+            self._load_base("init_from" if latest is None else "base_reloaded")
         if latest is None:
-            if self.base:
-                from tokenmill.train.hf_io import load_into
-
-                started = time.monotonic()
-                load_into(self.model, self.base.ckpt, self.base.family)
-                self.log.event("init_from", path=str(self.base.root), family=self.base.family,
-                               seconds=round(time.monotonic() - started, 3))
-            else:
+            if not self.base:
                 self.model.init_weights(self.cfg.seed)
+            elif self.lora:
+                self.model.init_adapters(self.cfg.seed)
             self.log.event(
                 "start", world_size=self.d.world_size, grad_accum=self.accum, model=to_dict(self.model_cfg),
-                device=str(self.d.device),
+                device=str(self.d.device), method=self.cfg.method, trainable_params=self.trainable_params,
             )
             return
-        if checkpoint.read_trainer_state(latest)["model_config"] != to_dict(self.model_cfg):
-            raise UserError(
-                f"checkpoint {latest} was trained with a different model config; "
-                f"use a new run_dir or restore the model section"
-            )
-        state = checkpoint.load(latest, self.model, self.optimizer)
+        state = checkpoint.load(latest, self.model, self.optimizer, trainable_only=self.lora)
         self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["loader"])
         self.step, self.tokens = state["step"], state["tokens"]
@@ -147,6 +149,27 @@ class Trainer:
             "resume", step=self.step, checkpoint=str(latest), saved_world_size=state["world_size"],
             world_size=self.d.world_size,
         )
+
+    def _check_same_run(self, latest: Path, saved: dict) -> None:
+        if saved["model_config"] != to_dict(self.model_cfg):
+            raise UserError(
+                f"checkpoint {latest} was trained with a different model config; "
+                f"use a new run_dir or restore the model section"
+            )
+        want = (saved.get("base") or {}).get("sha256")
+        if self.lora and want and want != self.base_sha256:
+            raise UserError(
+                f"the base model at {self.base.root} (sha256 {self.base_sha256[:12]}) is not the one the "
+                f"adapters in {latest} were trained on ({want[:12]}): pass that base model, or use a new run_dir"
+            )
+
+    def _load_base(self, event: str) -> None:
+        from tokenmill.train.hf_io import load_into
+
+        started = time.monotonic()
+        load_into(self.model, self.base.ckpt, self.base.family)
+        self.log.event(event, path=str(self.base.root), family=self.base.family,
+                       seconds=round(time.monotonic() - started, 3))
 
     # ----- one step -----------------------------------------------------
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -246,10 +269,12 @@ class Trainer:
             "eos_id": self.info.eos_id,
             "bos_id": self.info.bos_id,
             # Export writes the base model's config and tokenizer back (from <run_dir>/base).
-            "base": {"init_from": str(self.base.root), "family": self.base.family, "dtype": self.base.dtype}
-            if self.base else None,
+            "method": self.cfg.method,
+            "base": {"init_from": str(self.base.root), "family": self.base.family, "dtype": self.base.dtype,
+                     "sha256": self.base_sha256} if self.base else None,
         }
-        path = checkpoint.save(self.ckpt_root, self.step, self.model, self.optimizer, state, self.cfg.checkpoint.keep_last)
+        path = checkpoint.save(self.ckpt_root, self.step, self.model, self.optimizer, state,
+                               self.cfg.checkpoint.keep_last, trainable_only=self.lora)
         self.log.event("checkpoint", step=self.step, path=str(path), seconds=round(time.monotonic() - started, 3))
 
     def export_hf(self) -> None:
@@ -257,9 +282,13 @@ class Trainer:
         from tokenmill.train.export import export
 
         out = Path(self.cfg.export.out) if self.cfg.export.out else self.run_dir / "hf"
+        final = checkpoint.step_dir(self.ckpt_root, self.step)
         if self.d.is_main:
             started = time.monotonic()
-            export(checkpoint.step_dir(self.ckpt_root, self.step), out, self.cfg.export)
+            # A LoRA run hands back both: the merged model and the adapter on its own.
+            export(final, out, self.cfg.export, merge=self.lora)
+            if self.lora:
+                export(final, self.run_dir / "adapter", self.cfg.export, fmt="peft")
             self.log.event("export_hf", path=str(out), seconds=round(time.monotonic() - started, 3))
         dist.barrier()
 
@@ -339,6 +368,13 @@ class Trainer:
         self.log.event("end" if self.step >= cfg.max_steps else "stopped", **result)
         self.log.finish()
         return result
+
+
+def _broadcast(value):
+    """Rank 0's value on every rank."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _flat_params(cfg: TrainConfig, model_cfg) -> dict[str, str]:

@@ -71,6 +71,18 @@ def estimate(model_cfg, params: int, trainable: int, world_size: int, micro_batc
     return MemoryEstimate(weights, trainable * 4 * shard, trainable * 8 * shard, gathered, activations, logits)
 
 
+def trainable_params(model_cfg) -> int:
+    """Parameters that get gradients: all of them, or with LoRA only the adapters (meta device)."""
+    import torch
+
+    from tokenmill.train.model import GPT, is_adapter
+
+    with torch.device("meta"):
+        model = GPT(model_cfg)
+    lora = model_cfg.lora is not None
+    return sum(p.numel() for n, p in model.named_parameters() if not lora or is_adapter(n))
+
+
 def _embedding_params(cfg) -> int:
     return cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
 

@@ -14,6 +14,8 @@ x + MLP(Norm(x)). The config picks the family's parts:
   token attends only to earlier tokens of its own document in a packed
   sequence, positions restart at each document).
 - norm: LayerNorm without bias (MPT) or RMSNorm; MLP: GELU or SwiGLU.
+- LoRA (Hu et al. 2021): optional low-rank adapters on chosen projections,
+  the base weights frozen.
 
 Names follow the parts (``attn.q``, ``mlp.gate``); the mapping to and from
 Hugging Face names lives in ``hf_adapter.py``. Parallelism (FSDP, activation
@@ -34,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from tokenmill.train.attention import Documents, attend, document_layout  # noqa: F401 - re-exported
-from tokenmill.train.config import ModelConfig
+from tokenmill.train.attention import Documents, Masking, attend, document_layout  # noqa: F401 - re-exported
+from tokenmill.train.config import LoraConfig, ModelConfig
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -99,15 +101,45 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
+class Linear(nn.Linear):
+    """A linear layer, with a low-rank adapter when LoRA targets it.
+
+    y = x W^T + b + (alpha / r) * dropout(x) A^T B^T, with A (r, in) and
+    B (out, r). B starts at zero, so the adapted model starts as the base
+    model; only A and B are trained.
+    """
+
+    def __init__(self, d_in: int, d_out: int, bias: bool, lora: Optional[LoraConfig] = None):
+        super().__init__(d_in, d_out, bias=bias)
+        self.lora_scale = 0.0
+        if lora is not None:
+            self.lora_a = nn.Parameter(torch.empty(lora.rank, d_in))
+            self.lora_b = nn.Parameter(torch.empty(d_out, lora.rank))
+            self.lora_scale = lora.scale
+            self.lora_dropout = nn.Dropout(lora.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        if self.lora_scale:
+            y = y + self.lora_scale * F.linear(F.linear(self.lora_dropout(x), self.lora_a), self.lora_b)
+        return y
+
+
+def linear(cfg: ModelConfig, name: str, d_in: int, d_out: int, bias: bool = False) -> Linear:
+    """The projection ``name`` (q, k, v, o, gate, up, down), adapted when LoRA targets it."""
+    lora = cfg.lora if cfg.lora is not None and name in cfg.lora.layers else None
+    return Linear(d_in, d_out, bias, lora)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         H, K, Dh = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        self.q = nn.Linear(cfg.d_model, H * Dh, bias=cfg.qkv_bias)
-        self.k = nn.Linear(cfg.d_model, K * Dh, bias=cfg.qkv_bias)
-        self.v = nn.Linear(cfg.d_model, K * Dh, bias=cfg.qkv_bias)
-        self.o = nn.Linear(H * Dh, cfg.d_model, bias=False)
+        self.q = linear(cfg, "q", cfg.d_model, H * Dh, bias=cfg.qkv_bias)
+        self.k = linear(cfg, "k", cfg.d_model, K * Dh, bias=cfg.qkv_bias)
+        self.v = linear(cfg, "v", cfg.d_model, K * Dh, bias=cfg.qkv_bias)
+        self.o = linear(cfg, "o", H * Dh, cfg.d_model)
 
     def forward(self, x: torch.Tensor, ctx: "Context") -> torch.Tensor:
         B, T, _ = x.shape
@@ -117,7 +149,7 @@ class Attention(nn.Module):
         v = self.v(x).view(B, T, K, Dh).transpose(1, 2)  # (B, K, T, Dh)
         if ctx.cos is not None:
             q, k = apply_rope(q, ctx.cos, ctx.sin), apply_rope(k, ctx.cos, ctx.sin)
-        y = attend(q, k, v, ctx.alibi, ctx.docs)  # (B, H, T, Dh)
+        y = attend(q, k, v, ctx.masking)  # (B, H, T, Dh)
         return self.o(y.transpose(1, 2).reshape(B, T, H * Dh))
 
 
@@ -126,9 +158,9 @@ class MLP(nn.Module):
         super().__init__()
         self.kind = cfg.mlp
         if cfg.mlp == "swiglu":
-            self.gate = nn.Linear(cfg.d_model, cfg.d_hidden, bias=False)
-        self.up = nn.Linear(cfg.d_model, cfg.d_hidden, bias=False)
-        self.down = nn.Linear(cfg.d_hidden, cfg.d_model, bias=False)
+            self.gate = linear(cfg, "gate", cfg.d_model, cfg.d_hidden)
+        self.up = linear(cfg, "up", cfg.d_model, cfg.d_hidden)
+        self.down = linear(cfg, "down", cfg.d_hidden, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
@@ -157,8 +189,7 @@ class Context:
 
     cos: Optional[torch.Tensor]  # (B, 1, T, Dh) RoPE tables at each token's position
     sin: Optional[torch.Tensor]
-    alibi: Optional[torch.Tensor]  # (H,) ALiBi slopes
-    docs: Optional[Documents]  # document ids per token, when documents are masked
+    masking: Masking  # ALiBi slopes and/or documents; the mask is built once, for all layers
 
 
 class GPT(nn.Module):
@@ -192,6 +223,8 @@ class GPT(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         std = self.cfg.init_std
         for name, p in self.named_parameters():
+            if is_adapter(name):
+                continue  # init_adapters
             if name.endswith("bias"):
                 _copy_full(p, torch.zeros(p.shape))
                 continue
@@ -205,7 +238,23 @@ class GPT(nn.Module):
             # any device and any number of ranks.
             values = torch.randn(p.shape, generator=gen) * (std * scale)
             _copy_full(p, values)
+        self.init_adapters(seed)
         self.reset_buffers()
+
+    def init_adapters(self, seed: int) -> None:
+        """LoRA: A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's default), B = 0."""
+        gen = torch.Generator().manual_seed(seed + 1)
+        for name, p in self.named_parameters():
+            if name.endswith("lora_a"):
+                bound = 1.0 / math.sqrt(p.shape[1])
+                _copy_full(p, (torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
+            elif name.endswith("lora_b"):
+                _copy_full(p, torch.zeros(p.shape))
+
+    def freeze_base(self) -> None:
+        """Only the adapters train: no gradients (hence no optimizer state) for the rest."""
+        for name, p in self.named_parameters():
+            p.requires_grad_(is_adapter(name))
 
     def reset_buffers(self) -> None:
         """Recompute position tables (needed after building on the meta device)."""
@@ -217,15 +266,15 @@ class GPT(nn.Module):
         if self.cfg.tie_embeddings:
             self.head.weight = self.embed.weight
 
-    def context(self, tokens: torch.Tensor, docs: Optional[Documents]) -> Context:
+    def context(self, tokens: torch.Tensor, docs: Optional[Documents], dtype: torch.dtype) -> Context:
         B, T = tokens.shape
         if self.cfg.position == "alibi":
-            return Context(None, None, self.alibi, docs)
+            return Context(None, None, Masking(self.alibi, docs).build(T, tokens.device, dtype))
         if docs is None:  # one document: positions 0..T-1 for every row
             cos, sin = self.rope_cos[:T].expand(B, T, -1), self.rope_sin[:T].expand(B, T, -1)
         else:  # positions restart at each document
             cos, sin = self.rope_cos[docs.positions], self.rope_sin[docs.positions]
-        return Context(cos[:, None], sin[:, None], None, docs)
+        return Context(cos[:, None], sin[:, None], Masking(None, docs).build(T, tokens.device, dtype))
 
     def forward(self, tokens: torch.Tensor, docs: Optional[Documents] = None) -> torch.Tensor:
         """tokens (B, T) int64 -> logits (B, T, V).
@@ -236,10 +285,14 @@ class GPT(nn.Module):
         if tokens.size(1) > self.cfg.seq_len:
             raise ValueError(f"sequence of {tokens.size(1)} tokens is longer than seq_len {self.cfg.seq_len}")
         x = self.embed(tokens)  # (B, T, D)
-        ctx = self.context(tokens, docs)
+        ctx = self.context(tokens, docs, x.dtype)
         for block in self.blocks.values():
             x = block(x, ctx)
         return self.head(self.norm(x))
+
+
+def is_adapter(name: str) -> bool:
+    return name.endswith(("lora_a", "lora_b"))
 
 
 def _copy_full(param: torch.Tensor, values: torch.Tensor) -> None:

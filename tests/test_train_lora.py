@@ -1,0 +1,305 @@
+"""LoRA: adapters on a frozen base model, under FSDP2, with PEFT and merged exports.
+
+Base models are tiny transformers-made checkpoints; peft and transformers
+are the independent references for the exported adapter and merged model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+from safetensors.torch import load_file
+
+from tokenmill.train.config import AttentionConfig, LoraConfig, ModelConfig
+from tokenmill.train.fixture import write_fixture, write_hf_model
+from tokenmill.train.runlog import read_jsonl
+from tokenmill.typed_config import ConfigError
+from test_train_runs import REPO, descendants, events, run_train, train_command
+
+LORA = LoraConfig(rank=4, alpha=8.0, targets=("all",))
+
+
+def lora_model(path, lora: LoraConfig = LORA, seq_len: int = 32, seed: int = 0, random_b: bool = True):
+    """A base model from a Hugging Face folder with adapters; B random so that they matter."""
+    from tokenmill.train.hf_adapter import family_of, model_config_from_hf
+    from tokenmill.train.hf_io import load_into, open_checkpoint
+    from tokenmill.train.model import GPT
+
+    ckpt = open_checkpoint(path)
+    cfg = dataclasses.replace(model_config_from_hf(ckpt.config, seq_len, AttentionConfig()), lora=lora)
+    model = GPT(cfg)
+    load_into(model, ckpt, family_of(ckpt.config))
+    model.init_adapters(seed)
+    if random_b:
+        gen = torch.Generator().manual_seed(seed + 7)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("lora_b"):
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model.eval()
+
+
+def batch(vocab: int = 256) -> torch.Tensor:
+    return torch.randint(0, vocab, (2, 24), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("bases")
+    return {f: write_hf_model(root / f, f, vocab_size=256) for f in ("llama", "qwen2", "mpt")}
+
+
+def test_lora_starts_as_the_base_model(bases):
+    from tokenmill.train.base_model import load_pretrained
+
+    base, _ = load_pretrained(bases["qwen2"], seq_len=32)
+    adapted = lora_model(bases["qwen2"], random_b=False)
+    # Per layer, rank 4 x (in + out): q 64+64, k and v 64+32, o 64+64, gate and up 64+128, down 128+64.
+    assert sum(p.numel() for n, p in adapted.named_parameters() if "lora" in n) == 2 * 4 * (128 + 96 * 2 + 128 + 192 * 3)
+    with torch.no_grad():
+        assert torch.equal(adapted(batch()), base(batch()))  # B = 0: exactly the base model
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mpt"])
+def test_peft_export_opens_in_peft_with_the_same_logits(bases, family, tmp_path):
+    """MPT keeps q, k, v in one Wqkv tensor: its adapters are exported stacked."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tokenmill.train.lora_export import write_peft
+
+    lora = LoraConfig(rank=4, alpha=8.0, targets=("q", "v", "up") if family != "mpt" else ("q", "k", "v", "down"))
+    ours = lora_model(bases[family], lora)
+    adapters = {n: p.detach() for n, p in ours.named_parameters() if "lora" in n}
+    out = write_peft(tmp_path / "adapter", ours.cfg, family, adapters, bases[family], torch.float32)
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(bases[family]), out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(batch()).logits, ours(batch()), rtol=1e-5, atol=1e-5)
+    if family == "mpt":
+        assert json.loads((out / "adapter_config.json").read_text())["rank_pattern"] == {"Wqkv": 12}
+
+
+def test_lora_config_errors(bases):
+    with pytest.raises(ConfigError, match="rank: must be > 0"):
+        LoraConfig(rank=0)
+    with pytest.raises(ConfigError, match="'qkv' is not a projection"):
+        LoraConfig(targets=("qkv",))
+    with pytest.raises(ConfigError, match="'gate' names no layer of this model"):
+        lora_model(bases["mpt"], LoraConfig(targets=("gate",)))
+
+
+# --- FSDP2: 2 ranks give the adapters the gradients of 1 process -------------------------------
+
+
+def lora_grads_worker(rank: int, world: int, port: int, path: str, out: str) -> None:
+    from tokenmill.train.fsdp import build_model
+    from tokenmill.train.hf_adapter import family_of
+    from tokenmill.train.hf_io import load_into, open_checkpoint
+    from tokenmill.train.model import lm_loss
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    reference = lora_model(path)  # the same adapters on every rank, to copy in
+    ckpt = open_checkpoint(path)
+    model = build_model(reference.cfg, torch.device("cpu"))
+    load_into(model, ckpt, family_of(ckpt.config))
+    full = dict(reference.named_parameters())
+    from torch.distributed.tensor import distribute_tensor
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora" in name:
+                p.copy_(distribute_tensor(full[name].detach(), p.device_mesh, p.placements))
+    tokens = batch().repeat(2, 1)  # 4 rows: 2 per rank
+    mine = tokens.chunk(world)[rank]
+    lm_loss(model(mine), mine).backward()
+    grads = {n: p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
+    frozen_grads = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+    if rank == 0:
+        torch.save({"grads": grads, "frozen_grads": frozen_grads}, out)
+    dist.destroy_process_group()
+
+
+def test_two_ranks_give_adapters_the_single_process_gradients(bases, tmp_path):
+    from tokenmill.train.fsdp import free_port
+    from tokenmill.train.model import lm_loss
+
+    out = str(tmp_path / "grads.pt")
+    mp.spawn(lora_grads_worker, args=(2, free_port(), str(bases["llama"]), out), nprocs=2, join=True)
+    got = torch.load(out)
+    reference = lora_model(bases["llama"]).train()
+    reference.freeze_base()
+    tokens = batch().repeat(2, 1)
+    lm_loss(reference(tokens), tokens).backward()
+    want = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
+    assert got["frozen_grads"] == [] and sorted(got["grads"]) == sorted(want)
+    assert all(n.endswith(("lora_a", "lora_b")) for n in want)
+    for name in want:
+        assert want[name].abs().max() > 0, name
+        torch.testing.assert_close(got["grads"][name], want[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+# --- the trainer: a LoRA run, its checkpoints, exports, kill and resume --------------------------
+
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lora")
+    shards = write_fixture(root / "shards", n_train=96, n_val=8, seq_len=32)
+    base = write_hf_model(root / "base", "llama", vocab_size=512, tokenizer_dir=shards)
+    return shards, base
+
+
+def lora_config(tmp: Path, shards: Path, base: Path) -> Path:
+    config = {
+        "device": "cpu", "seed": 5, "max_steps": STEPS, "global_batch_size": 8, "micro_batch_size": 4,
+        "method": "lora", "lora": {"rank": 4, "alpha": 16.0, "targets": ["attention", "up"]},
+        "optim": {"lr": 1e-2, "warmup_steps": 1}, "checkpoint": {"every_steps": 2, "keep_last": 10},
+        "eval_batches": 1, "log_every": 1, "mlflow": False, "record_sample_ids": True, "export_hf": True,
+        "run_dir": str(tmp / "run"), "init_from": str(base), "data": {"shards": str(shards), "clean_stale_shm": False},
+    }
+    path = tmp / "lora.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lora_run(setup, tmp_path_factory) -> Path:
+    shards, base = setup
+    tmp = tmp_path_factory.mktemp("lora_run")
+    run_train(lora_config(tmp, shards, base), nproc=2)
+    return tmp / "run"
+
+
+def adapters_of(run_dir: Path) -> dict[str, torch.Tensor]:
+    from tokenmill.train.checkpoint import complete_checkpoints, read_trainer_state
+    from tokenmill.train.lora_export import read_adapters
+    from tokenmill.typed_config import from_dict
+
+    last = complete_checkpoints(run_dir / "checkpoints")[-1]
+    return read_adapters(last, from_dict(ModelConfig, read_trainer_state(last)["model_config"]))
+
+
+def test_lora_run_trains_only_the_adapters(lora_run, setup):
+    import torch.distributed.checkpoint as dcp
+
+    from tokenmill.train.checkpoint import complete_checkpoints
+    from tokenmill.train.export import load_from_checkpoint
+
+    _, base = setup
+    (start,) = events(lora_run, "start")
+    assert start["method"] == "lora" and 0 < start["trainable_params"] < 20_000
+    losses = [r["loss"] for r in read_jsonl(lora_run / "metrics.jsonl") if "loss" in r]
+    assert losses[-1] < losses[0]
+    # The checkpoint holds the adapters and their optimizer state, nothing of the base.
+    last = complete_checkpoints(lora_run / "checkpoints")[-1]
+    keys = dcp.FileSystemReader(str(last)).read_metadata().state_dict_metadata
+    model_keys = {k for k in keys if k.startswith("model.")}
+    assert model_keys and all(k.endswith(("lora_a", "lora_b")) for k in model_keys)
+    assert all("lora" in k for k in keys if k.startswith("optim.state."))
+    # After training the base weights are byte for byte the base model's; the adapters moved.
+    model, _ = load_from_checkpoint(lora_run)
+    hf = load_file(str(base / "model.safetensors"))
+    assert torch.equal(model.blocks["1"].mlp.down.weight, hf["model.layers.1.mlp.down_proj.weight"])
+    assert torch.equal(model.blocks["0"].attn.q.weight, hf["model.layers.0.self_attn.q_proj.weight"])
+    assert model.blocks["0"].attn.q.lora_b.abs().max() > 0
+    assert not hasattr(model.blocks["0"].mlp.down, "lora_a")  # not a target
+
+
+def test_lora_exports_match_tokenmill(lora_run, setup, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tokenmill.cli import main
+    from tokenmill.train.export import load_from_checkpoint
+
+    _, base = setup
+    ours, _ = load_from_checkpoint(lora_run)
+    tokens = batch(400)
+    with torch.no_grad():
+        want = ours(tokens)
+        merged = AutoModelForCausalLM.from_pretrained(lora_run / "hf").eval()  # written by export_hf
+        torch.testing.assert_close(merged(tokens).logits, want, rtol=1e-5, atol=1e-5)
+        peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), lora_run / "adapter")
+        torch.testing.assert_close(peft_model.eval()(tokens).logits, want, rtol=1e-5, atol=1e-5)
+    assert main(["export", "--checkpoint", str(lora_run), "--out", str(tmp_path / "x")]) == 2
+    assert main(["export", "--checkpoint", str(lora_run), "--out", str(tmp_path / "p"), "--format", "peft"]) == 0
+    assert (tmp_path / "p" / "adapter_model.safetensors").read_bytes() == \
+        (lora_run / "adapter" / "adapter_model.safetensors").read_bytes()
+
+
+def test_sigkill_and_resume_give_the_same_adapters(setup, lora_run, tmp_path):
+    shards, base = setup
+    config = lora_config(tmp_path, shards, base)
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
+    env["TOKENMILL_STEP_DELAY"] = "0.3"
+    proc = subprocess.Popen(train_command(config, 2), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        steps = [r["step"] for r in read_jsonl(run_dir / "samples" / "rank0.jsonl")]
+        if steps and steps[-1] >= 3:
+            break
+        assert proc.poll() is None, "run ended before it could be killed"
+        time.sleep(0.05)
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    assert not events(run_dir, "end")
+
+    run_train(config, nproc=2)
+
+    assert len(events(run_dir, "resume")) == 1 and len(events(run_dir, "base_reloaded")) == 1
+    ours, ref = adapters_of(run_dir), adapters_of(lora_run)
+    assert ours.keys() == ref.keys()
+    for name in ref:
+        assert torch.equal(ours[name], ref[name]), name
+
+
+def test_resume_on_a_changed_base_model_is_refused(setup, lora_run, tmp_path, capsys):
+    import shutil
+
+    from tokenmill.cli import main
+
+    shards, base = setup
+    changed = tmp_path / "base"
+    shutil.copytree(base, changed)
+    weights = load_file(str(changed / "model.safetensors"))
+    weights["model.norm.weight"] = weights["model.norm.weight"] * 2
+    from safetensors.torch import save_file
+
+    save_file(weights, str(changed / "model.safetensors"), metadata={"format": "pt"})
+    run_dir = tmp_path / "run"
+    shutil.copytree(lora_run / "checkpoints", run_dir / "checkpoints")
+    config = lora_config(tmp_path, shards, changed)
+    config_data = yaml.safe_load(config.read_text())
+    config_data["max_steps"] = STEPS + 2
+    config.write_text(yaml.safe_dump(config_data))
+    assert main(["train", "--config", str(config), "--nproc", "1"]) == 2  # before any rank starts
+    err = capsys.readouterr().err.strip()
+    assert "is not the one the adapters in" in err and len(err.splitlines()) == 1
+
+
+def test_lora_needs_a_base_model(setup, tmp_path, capsys):
+    from tokenmill.cli import main
+
+    shards, _ = setup
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "method": "lora", "mlflow": False}))
+    assert main(["train", "--config", str(path), "--shards", str(shards)]) == 2
+    assert "lora trains adapters on a base model: set init_from" in capsys.readouterr().err
