@@ -110,24 +110,29 @@ def lora_grads_worker(rank: int, world: int, port: int, path: str, out: str) -> 
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    reference = lora_model(path)  # the same adapters on every rank, to copy in
-    ckpt = open_checkpoint(path)
-    model = build_model(reference.cfg, torch.device("cpu"))
-    load_into(model, ckpt, family_of(ckpt.config))
-    full = dict(reference.named_parameters())
     from torch.distributed.tensor import distribute_tensor
 
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora" in name:
-                p.copy_(distribute_tensor(full[name].detach(), p.device_mesh, p.placements))
-    tokens = batch().repeat(2, 1)  # 4 rows: 2 per rank
-    mine = tokens.chunk(world)[rank]
-    lm_loss(model(mine), mine).backward()
-    grads = {n: p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
-    frozen_grads = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+    from tokenmill.train.hf_io import clean_name
+
+    reference = lora_model(path)  # the same adapters on every rank, to copy in
+    full = dict(reference.named_parameters())
+    ckpt = open_checkpoint(path)
+    results = {}
+    for ac in (False, True):  # activation checkpointing wraps each block
+        model = build_model(reference.cfg, torch.device("cpu"), activation_checkpointing=ac)
+        load_into(model, ckpt, family_of(ckpt.config))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora" in name:
+                    p.copy_(distribute_tensor(full[clean_name(name)].detach(), p.device_mesh, p.placements))
+        tokens = batch().repeat(2, 1)  # 4 rows: 2 per rank
+        mine = tokens.chunk(world)[rank]
+        lm_loss(model(mine), mine).backward()
+        grads = {clean_name(n): p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
+        frozen_grads = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+        results[ac] = {"grads": grads, "frozen_grads": frozen_grads}
     if rank == 0:
-        torch.save({"grads": grads, "frozen_grads": frozen_grads}, out)
+        torch.save(results, out)
     dist.destroy_process_group()
 
 
@@ -137,17 +142,18 @@ def test_two_ranks_give_adapters_the_single_process_gradients(bases, tmp_path):
 
     out = str(tmp_path / "grads.pt")
     mp.spawn(lora_grads_worker, args=(2, free_port(), str(bases["llama"]), out), nprocs=2, join=True)
-    got = torch.load(out)
+    results = torch.load(out)
     reference = lora_model(bases["llama"]).train()
     reference.freeze_base()
     tokens = batch().repeat(2, 1)
     lm_loss(reference(tokens), tokens).backward()
     want = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
-    assert got["frozen_grads"] == [] and sorted(got["grads"]) == sorted(want)
     assert all(n.endswith(("lora_a", "lora_b")) for n in want)
-    for name in want:
-        assert want[name].abs().max() > 0, name
-        torch.testing.assert_close(got["grads"][name], want[name], rtol=1e-5, atol=1e-7, msg=name)
+    for ac, got in results.items():
+        assert got["frozen_grads"] == [] and sorted(got["grads"]) == sorted(want)
+        for name in want:
+            assert want[name].abs().max() > 0, name
+            torch.testing.assert_close(got["grads"][name], want[name], rtol=1e-5, atol=1e-7, msg=f"ac={ac} {name}")
 
 
 # --- the trainer: a LoRA run, its checkpoints, exports, kill and resume --------------------------

@@ -362,12 +362,28 @@ class Trainer:
                 time.sleep(delay)
         result = {"step": self.step, "tokens": self.tokens, "loss": loss}
         result.update(self.evaluate())
+        result["peak_memory_gb"] = round(peak_memory_bytes(self.d.device) / 1e9, 3)  # this rank (rank 0)
         if cfg.export_hf and self.step >= cfg.max_steps:
             self.export_hf()
         # "stopped": ended early by stop_at_step; running again resumes.
         self.log.event("end" if self.step >= cfg.max_steps else "stopped", **result)
         self.log.finish()
         return result
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this rank: CUDA's allocator peak, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _broadcast(value):
