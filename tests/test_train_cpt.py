@@ -10,10 +10,6 @@ the run resumes from the run's checkpoint, not from the base model.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +22,7 @@ from tokenmill.config import RunConfig, from_dict
 from tokenmill.pipeline import run_stages
 from tokenmill.train.fixture import synthetic_documents, write_hf_model
 from tokenmill.train.runlog import read_jsonl
-from test_train_runs import REPO, descendants, events, final_weights, run_train, train_command
+from test_train_runs import REPO, events, final_weights, kill_mid_run, run_train
 
 SEQ_LEN = 32
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
@@ -143,21 +139,7 @@ def test_continued_pretraining_exports_a_model_transformers_opens(cpt_run, base,
 def test_sigkill_resumes_from_the_run_not_from_the_base_model(shards, base, cpt_run, tmp_path):
     config = write_config(tmp_path, shards, base)
     run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
-    env["TOKENMILL_STEP_DELAY"] = "0.3"
-    proc = subprocess.Popen(train_command(config, 2), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        steps = [r["step"] for r in read_jsonl(run_dir / "samples" / "rank0.jsonl")]
-        if steps and steps[-1] >= 3:
-            break
-        assert proc.poll() is None, "run ended before it could be killed"
-        time.sleep(0.05)
-    for pid in [proc.pid, *descendants(proc.pid)]:
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    assert not events(run_dir, "end")
+    kill_mid_run(config, run_dir, nproc=2, after_step=3)
 
     run_train(config, nproc=2)
 

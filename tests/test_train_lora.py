@@ -9,9 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,7 @@ from tokenmill.train.config import AttentionConfig, LoraConfig, ModelConfig
 from tokenmill.train.fixture import write_fixture, write_hf_model
 from tokenmill.train.runlog import read_jsonl
 from tokenmill.typed_config import ConfigError
-from test_train_runs import REPO, descendants, events, run_train, train_command
+from test_train_runs import events, kill_mid_run, run_train
 
 LORA = LoraConfig(rank=4, alpha=8.0, targets=("all",))
 
@@ -252,21 +249,7 @@ def test_sigkill_and_resume_give_the_same_adapters(setup, lora_run, tmp_path):
     shards, base = setup
     config = lora_config(tmp_path, shards, base)
     run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
-    env["TOKENMILL_STEP_DELAY"] = "0.3"
-    proc = subprocess.Popen(train_command(config, 2), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        steps = [r["step"] for r in read_jsonl(run_dir / "samples" / "rank0.jsonl")]
-        if steps and steps[-1] >= 3:
-            break
-        assert proc.poll() is None, "run ended before it could be killed"
-        time.sleep(0.05)
-    for pid in [proc.pid, *descendants(proc.pid)]:
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    assert not events(run_dir, "end")
+    kill_mid_run(config, run_dir, nproc=2, after_step=3)
 
     run_train(config, nproc=2)
 

@@ -108,6 +108,41 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay: str = "0.3") -> None:
+    """Start ``tokenmill train`` with slow steps; once rank 0 is past ``after_step``,
+    SIGKILL everything (launcher, torchrun, every rank). Needs record_sample_ids."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
+    env["TOKENMILL_STEP_DELAY"] = delay  # slow steps, so the kill lands mid-run
+    proc = subprocess.Popen(train_command(config, nproc), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        steps = [r["step"] for r in read_jsonl(run_dir / "samples" / "rank0.jsonl")]
+        if steps and steps[-1] >= after_step:
+            break
+        assert proc.poll() is None, "run ended before it could be killed"
+        time.sleep(0.05)
+    victims = [proc.pid, *descendants(proc.pid)]
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    # The ranks are not our children: wait until they are gone too, so the rerun
+    # does not meet their shared memory while they still look alive.
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not events(run_dir, "end"), "the run finished before the kill"
+
+
+def _alive(pid: int) -> bool:
+    """Running or dying, but not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     return write_fixture(tmp_path_factory.mktemp("shards"), n_train=256, n_val=32, seq_len=32)
@@ -137,23 +172,7 @@ def test_reference_run_learns_and_logs(reference_run):
 def test_sigkill_and_autoresume_match_uninterrupted_run(shards, reference_run, tmp_path):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "config.yaml", shards, run_dir)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
-    env["TOKENMILL_STEP_DELAY"] = "0.25"  # slow steps, so the kill lands mid-run
-    proc = subprocess.Popen(
-        train_command(config, 2), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    # Kill everything (launcher, torchrun, both ranks) once rank 0 is past step 6.
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        steps = [r["step"] for r in read_jsonl(run_dir / "samples" / "rank0.jsonl")]
-        if steps and steps[-1] >= 6:
-            break
-        assert proc.poll() is None, "run ended before it could be killed"
-        time.sleep(0.05)
-    for pid in [proc.pid, *descendants(proc.pid)]:
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    assert not events(run_dir, "end"), "the run finished before the kill"
+    kill_mid_run(config, run_dir, nproc=2, after_step=6, delay="0.25")
     killed_at = max(r["step"] for r in read_jsonl(run_dir / "samples" / "rank0.jsonl"))
     assert 6 <= killed_at < MAX_STEPS
 

@@ -117,16 +117,19 @@ def flex_attend(q, k, v, masking: Masking) -> torch.Tensor:
         T = q.size(2)
         docs = masking.docs
         block_mask = _document_block_mask(docs.ids, q.device) if docs is not None else _causal_block_mask(T, str(q.device))
-    score_mod = None
-    alibi = masking.alibi
-    if alibi is not None:
-        slopes = alibi.to(torch.float32)
-
-        def score_mod(score, b, h, q_idx, kv_idx):
-            return score - slopes[h] * (q_idx - kv_idx)
+    score_mod = alibi_score(masking.alibi.to(torch.float32)) if masking.alibi is not None else None
 
     run = _compiled_flex() if q.is_cuda else flex_attention
     return run(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=q.size(1) != k.size(1))
+
+
+def alibi_score(slopes: torch.Tensor):
+    """FlexAttention score function: subtract slope_h * (i - j)."""
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score - slopes[h] * (q_idx - kv_idx)
+
+    return score_mod
 
 
 def _document_block_mask(doc_ids: torch.Tensor, device):
