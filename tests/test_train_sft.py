@@ -79,6 +79,23 @@ def test_masked_loss_counts_targets_at_the_predicted_token():
     torch.testing.assert_close(total, want)
 
 
+def test_shards_carry_the_chat_template_for_eval_prompts(shards):
+    import hashlib
+    import json
+
+    from tokenmill.chat.template import CHATML
+
+    info = data.read_manifest(str(shards), shards / "cache")
+    assert info.kind == "sft" and info.pad_id is not None
+    tok, template = sft.load_prompting(info)
+    assert template.source == CHATML and template.eos_token == "<|im_end|>"
+    dataset = json.loads((shards / "dataset.json").read_text())
+    assert dataset["template_sha256"] == hashlib.sha256(CHATML.encode()).hexdigest()
+    ids = sft.prompt_ids(tok, template, info, "What does the cat do?")
+    text = tok.decode(ids, skip_special_tokens=False)
+    assert text == "<|im_start|>user\nWhat does the cat do?<|im_end|>\n<|im_start|>assistant\n"
+
+
 # ----- packed == one example at a time ---------------------------------------------------
 
 @pytest.mark.parametrize("position", ["rope", "alibi"])
