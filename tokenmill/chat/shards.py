@@ -11,7 +11,9 @@ merged per-split indexes (``tokenmill.shards.mds``). Each sample:
 
 ``dataset.json`` holds the format, columns, ids, hashes of the tokenizer and
 template, and per split the counts of windows, examples, target tokens and
-pad tokens. Writing into a fresh folder and swapping it in is the caller's
+pad tokens. Next to it, ``tokenizer.json`` and ``tokenizer_config.json``
+(the chat template and its special tokens) go with the shards, so the
+trainer renders its eval prompts exactly as the examples were rendered. Writing into a fresh folder and swapping it in is the caller's
 job (as in ``tokenmill/shards/job.py``).
 """
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tokenmill.chat.template import ChatTemplate
 from tokenmill.shards import mds
 from tokenmill.shards.shuffle import SPLITS, shuffle, val_count
 
@@ -135,9 +138,26 @@ def dataset_json(spec: SftShardSpec, written) -> dict:
             "template_sha256": spec.template_sha256, "splits": out}
 
 
-def write_shards(windows, spec: SftShardSpec, root: str, remote: str | None = None) -> dict:
+def write_metadata(root: str, tokenizer_json: str, template: ChatTemplate | None,
+                   remote: str | None = None) -> None:
+    """root/tokenizer.json and, for chat rows, root/tokenizer_config.json with the template."""
+    os.makedirs(root, exist_ok=True)
+    Path(root, "tokenizer.json").write_text(tokenizer_json)
+    names = ["tokenizer.json"]
+    if template is not None:
+        config = {"chat_template": template.source, **dict(template.tokens)}
+        Path(root, "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        names.append("tokenizer_config.json")
+    if remote is not None:
+        for name in names:
+            mds.upload(root, remote, name)
+
+
+def write_shards(windows, spec: SftShardSpec, root: str, remote: str | None = None,
+                 tokenizer_json: str | None = None, template: ChatTemplate | None = None) -> dict:
     """Packed windows (chat/pack.py PACKED_SCHEMA) -> root/{train,val}/ MDS + root/dataset.json.
 
+    With ``tokenizer_json``, also the tokenizer and chat template (``write_metadata``).
     Returns dataset.json's content. ``root`` should be a fresh folder.
     """
     n = windows.count()
@@ -149,6 +169,8 @@ def write_shards(windows, spec: SftShardSpec, root: str, remote: str | None = No
     for split in SPLITS:
         mds.merge_split(root, remote, split, sorted(r["part"] for r in written if r["split"] == split))
     dataset = dataset_json(spec, written)
+    if tokenizer_json is not None:
+        write_metadata(root, tokenizer_json, template, remote)
     os.makedirs(root, exist_ok=True)
     Path(root, "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
     if remote is not None:

@@ -78,6 +78,23 @@ def document_layout(tokens: torch.Tensor, eos_id: int) -> Documents:
     return Documents(ids=ids, positions=index - start_of_doc)
 
 
+def documents_from_ids(doc_ids: torch.Tensor) -> Documents:
+    """Documents of packed fine-tuning rows from their doc_ids (B, T): 1, 2, ... per example, 0 on padding.
+
+    Tokens attend only within a run of equal ids; positions restart at 0
+    where the id changes. Each padding token (id 0) becomes a document of
+    its own (id -1 - index), so it attends only to itself: no example sees
+    padding, and padding, which carries no loss, stays finite.
+    """
+    B, T = doc_ids.shape
+    index = torch.arange(T, device=doc_ids.device).expand(B, T)  # (B, T)
+    ids = torch.where(doc_ids > 0, doc_ids.long(), -1 - index)  # (B, T)
+    starts = torch.ones_like(ids, dtype=torch.bool)
+    starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    start_of_doc = torch.where(starts, index, 0).cummax(dim=1).values  # (B, T)
+    return Documents(ids=ids, positions=index - start_of_doc)
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masking: Masking) -> torch.Tensor:
     """q (B, H, T, Dh), k and v (B, K, T, Dh) -> (B, H, T, Dh)."""
     if masking.causal_only:

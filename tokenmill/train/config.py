@@ -302,6 +302,10 @@ class TrainConfig:
     max_consecutive_skips: int = 5  # skip mode still stops after this many in a row
     eval_every: int = 0  # 0: only at the end
     eval_batches: int = 4  # micro-batches per rank per eval
+    # Answered greedily at each eval (with the chat template on SFT shards), written to
+    # events.jsonl ("eval_prompts") and MLflow.
+    eval_prompts: tuple[str, ...] = ()
+    eval_max_new_tokens: int = 32
     log_every: int = 10
     mlflow: bool = True  # log metrics when mlflow is installed
     peak_flops: Optional[float] = None  # per device, for MFU; default: known GPUs
@@ -319,6 +323,7 @@ class TrainConfig:
         require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
         require(self.eval_batches >= 1, "eval_batches", f"must be >= 1, got {self.eval_batches}")
         require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        require(self.eval_max_new_tokens >= 1, "eval_max_new_tokens", f"must be >= 1, got {self.eval_max_new_tokens}")
         require(
             self.max_consecutive_skips >= 1,
             "max_consecutive_skips",

@@ -4,6 +4,14 @@ A shards dir ``S`` (local path or a URI that ``streaming`` can read) holds
 ``dataset.json``, ``tokenizer.json``, ``train/`` and ``val/``. Each sample has
 ``tokens`` (seq_len token ids, uint16 or uint32) and ``seq_id`` (a unique
 global id, used to audit that a resumed run neither repeats nor skips data).
+
+Two formats (``dataset.json``'s ``format``):
+
+- ``tokenmill-mds-v1`` (pretraining): tokens, seq_id.
+- ``tokenmill-mds-sft-v1`` (fine-tuning, ``tokenmill/chat/shards.py``): also
+  ``loss_mask`` (1: the token is a training target) and ``doc_ids`` (1, 2,
+  ... per packed example, 0 on padding). The chat template travels as
+  ``tokenizer_config.json`` next to dataset.json.
 """
 
 from __future__ import annotations
@@ -15,12 +23,19 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Literal, NamedTuple, Optional
 
 from tokenmill.errors import UserError
 from tokenmill.train.config import DataConfig, ModelConfig, ModelSpec, model_config
 
+if TYPE_CHECKING:
+    import torch
+
 FORMAT = "tokenmill-mds-v1"
+SFT_FORMAT = "tokenmill-mds-sft-v1"
+KINDS = {FORMAT: "pretrain", SFT_FORMAT: "sft"}
+METADATA = ("dataset.json", "tokenizer.json")
+OPTIONAL_METADATA = ("tokenizer_config.json",)  # the chat template of SFT shards
 
 
 @dataclass(frozen=True)
@@ -37,10 +52,17 @@ class ShardsInfo:
     column: str
     tokenizer_sha256: str
     splits: dict
+    kind: Literal["pretrain", "sft"] = "pretrain"  # sft: samples also hold loss_mask and doc_ids
+    pad_id: Optional[int] = None
 
     @property
     def tokenizer_path(self) -> Path:
         return self.meta_dir / "tokenizer.json"
+
+    @property
+    def template_path(self) -> Path:
+        """tokenizer_config.json holding the chat template (SFT shards)."""
+        return self.meta_dir / "tokenizer_config.json"
 
 
 def is_remote(location: str) -> bool:
@@ -63,13 +85,14 @@ def fetch_metadata(shards: str, cache_dir: Path) -> Path:
     from streaming.base.storage import download_file
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("dataset.json", "tokenizer.json"):
+    for name in METADATA + OPTIONAL_METADATA:
         target = cache_dir / name
         if not target.exists():
             try:
                 download_file(f"{shards.rstrip('/')}/{name}", str(target), timeout=120)
             except Exception as exc:  # any storage backend error
-                raise UserError(f"cannot download {name} from {shards}: {exc}") from None
+                if name in METADATA:
+                    raise UserError(f"cannot download {name} from {shards}: {exc}") from None
     return cache_dir
 
 
@@ -80,8 +103,9 @@ def read_manifest(shards: str, cache_dir: Path) -> ShardsInfo:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON: {exc}") from None
-    if data.get("format") != FORMAT:
-        raise UserError(f"{path}: format must be {FORMAT!r}, got {data.get('format')!r}; rebuild the shards")
+    if data.get("format") not in KINDS:
+        raise UserError(f"{path}: format must be {FORMAT!r} or {SFT_FORMAT!r}, got {data.get('format')!r}; "
+                        f"rebuild the shards")
     missing = [k for k in ("seq_len", "vocab_size", "eos_id", "splits") if k not in data]
     if missing:
         raise UserError(f"{path}: missing field {missing[0]!r}; rebuild the shards")
@@ -99,6 +123,8 @@ def read_manifest(shards: str, cache_dir: Path) -> ShardsInfo:
         column=data.get("column", "tokens"),
         tokenizer_sha256=data.get("tokenizer_sha256", ""),
         splits=data["splits"],
+        kind=KINDS[data["format"]],
+        pad_id=data.get("pad_id"),
     )
 
 
@@ -150,14 +176,27 @@ def set_local_topology() -> None:
     os.environ["LOCAL_WORLD_SIZE"] = str(len(same_host))
 
 
-def collate(samples: list[dict]) -> dict:
-    """List of MDS samples -> tokens (B, T) int64 and seq_id (B,) int64 tensors."""
+class Batch(NamedTuple):
+    """One micro-batch. A tuple, so ``streaming`` counts its rows as len(batch[0])."""
+
+    tokens: torch.Tensor  # (B, T) int64
+    seq_id: torch.Tensor  # (B,) int64
+    loss_mask: Optional[torch.Tensor] = None  # (B, T) bool, SFT: token t is a target
+    doc_ids: Optional[torch.Tensor] = None  # (B, T) int64, SFT: example number, 0 on padding
+
+
+def collate(samples: list[dict]) -> Batch:
+    """List of MDS samples -> Batch; loss_mask and doc_ids when the samples have them (SFT)."""
     import numpy as np
     import torch
 
     tokens = np.stack([s["tokens"] for s in samples]).astype(np.int64)
     ids = np.array([s["seq_id"] for s in samples], dtype=np.int64)
-    return {"tokens": torch.from_numpy(tokens), "seq_id": torch.from_numpy(ids)}
+    if "loss_mask" not in samples[0]:
+        return Batch(torch.from_numpy(tokens), torch.from_numpy(ids))
+    mask = np.stack([s["loss_mask"] for s in samples]).astype(bool)
+    docs = np.stack([s["doc_ids"] for s in samples]).astype(np.int64)
+    return Batch(torch.from_numpy(tokens), torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(docs))
 
 
 def build_loader(
@@ -199,9 +238,9 @@ def build_loader(
 
 
 def copy_run_metadata(info: ShardsInfo, run_dir: Path) -> None:
-    """Keep dataset.json and tokenizer.json with the run, for export/generate."""
+    """Keep dataset.json, tokenizer.json (and the chat template) with the run, for export/generate."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("dataset.json", "tokenizer.json"):
+    for name in METADATA + OPTIONAL_METADATA:
         source = info.meta_dir / name
         if source.exists():
             shutil.copyfile(source, run_dir / name)

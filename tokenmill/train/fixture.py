@@ -35,7 +35,7 @@ def synthetic_documents(n_docs: int, seed: int) -> list[str]:
     return docs
 
 
-def train_tokenizer(docs: list[str], vocab_size: int):
+def train_tokenizer(docs: list[str], vocab_size: int, special_tokens: tuple[str, ...] = ("<|endoftext|>",)):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -43,7 +43,7 @@ def train_tokenizer(docs: list[str], vocab_size: int):
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -108,6 +108,75 @@ def write_fixture(
         "splits": splits,
     }
     (out / "dataset.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+# --- fine-tuning shards (format tokenmill-mds-sft-v1), without Spark ----------------
+
+CHAT_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def synthetic_conversations(n: int, seed: int) -> list[list[dict]]:
+    """Questions about a subject answered with that subject's fixed sentence (learnable), 1-2 turns."""
+    rng = random.Random(seed)
+    answer = {s: f"{s.capitalize()} {VERBS[i % len(VERBS)]} {OBJECTS[(3 * i) % len(OBJECTS)]}."
+              for i, s in enumerate(SUBJECTS)}
+    conversations = []
+    for _ in range(n):
+        turns = []
+        for _ in range(rng.randint(1, 2)):
+            subject = rng.choice(SUBJECTS)
+            turns += [{"role": "user", "content": f"What does {subject} do?"},
+                      {"role": "assistant", "content": answer[subject]}]
+        conversations.append(turns)
+    return conversations
+
+
+def _write_sft_split(out: Path, windows: list, spec) -> dict:
+    from streaming import MDSWriter
+
+    from tokenmill.chat.shards import columns
+
+    with MDSWriter(out=str(out), columns=columns(spec), compression="zstd", size_limit=spec.size_limit) as writer:
+        for sid, w, _, _ in windows:
+            writer.write({"tokens": w.tokens.astype(spec.dtype), "loss_mask": w.loss_mask.astype(np.uint8),
+                          "doc_ids": w.doc_ids.astype(np.uint16), "seq_id": int(sid)})
+    return {"sequences": len(windows), "examples": sum(r[2] for r in windows),
+            "tokens": sum(r[1].n_tokens for r in windows), "targets": sum(r[1].n_targets for r in windows),
+            "shards": len(list(out.glob("shard.*.mds*"))), "bytes": 0}
+
+
+def write_sft_fixture(out: str | Path, n_train: int = 256, n_val: int = 32, seq_len: int = 64,
+                      vocab_size: int = 512, seed: int = 0, size_limit: int = 1 << 14) -> Path:
+    """SFT shards S/{dataset.json, tokenizer.json, tokenizer_config.json, train/, val/} of
+    (at most) n_train / n_val ChatML conversations, encoded, masked and packed by the chat stage's
+    own functions (tokenmill/chat/mask.py, pack.py); returns S."""
+    from tokenmill.chat.config import ChatConfig
+    from tokenmill.chat.mask import ChatEncoder
+    from tokenmill.chat.pack import pack_group
+    from tokenmill.chat.shards import SftShardSpec, dataset_json, write_metadata
+    from tokenmill.chat.template import CHATML, ChatTemplate
+    from tokenmill.chat.validate import Message
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    conversations = synthetic_conversations(n_train + n_val, seed)
+    tok = train_tokenizer(synthetic_documents(200, seed) + [m["content"] for c in conversations for m in c],
+                          vocab_size, CHAT_SPECIALS)
+    template = ChatTemplate(CHATML, "chatml", (("eos_token", "<|im_end|>"), ("pad_token", "<|endoftext|>")))
+    enc = ChatEncoder(tok, template, ChatConfig(seq_len=seq_len))
+    encoded = [enc.encode(tuple(Message(m["role"], m["content"]) for m in c)).example for c in conversations]
+    examples = [e for e in encoded if e is not None]  # too long for seq_len: left out
+    spec = SftShardSpec(seq_len, "uint16", tok.get_vocab_size(), enc.special.eos_id, None, enc.special.pad_id,
+                        hashlib.sha256(tok.to_str().encode()).hexdigest(), template.sha256, size_limit=size_limit)
+    written = []
+    for group, (split, part) in enumerate((("train", examples[:n_train]), ("val", examples[n_train:]))):
+        part = sorted(part, key=lambda e: -len(e.ids))  # longest first, as the packer wants
+        windows = pack_group(group, [np.array(e.ids) for e in part], [np.array(e.mask) for e in part],
+                             ["fixture"] * len(part), seq_len, spec.pad_id)
+        written.append({"split": split, "part": 0, **_write_sft_split(out / split, windows, spec)})
+    write_metadata(str(out), tok.to_str(), template)
+    (out / "dataset.json").write_text(json.dumps(dataset_json(spec, written), indent=2) + "\n")
     return out
 
 

@@ -53,10 +53,13 @@ def hf_eos_ids(path: Path, config: dict) -> set:
     return set(eos) if isinstance(eos, list) else {eos}
 
 
-def sample(model, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_k: int, eos_ids, seed: int) -> list[int]:
+def sample(model, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_k: int, eos_ids, seed: int,
+           agree=None) -> list[int]:
     """Autoregressive sampling; the context is cropped to the model's seq_len.
 
     ``eos_ids``: a set of ids that end the text (not included in the output).
+    ``agree``: maps each chosen id to the id all ranks use (under FSDP every
+    rank runs every forward pass, so all must stop at the same step).
     """
     import torch
 
@@ -64,9 +67,10 @@ def sample(model, prompt_ids: list[int], max_new_tokens: int, temperature: float
     eos_ids = {i for i in eos_ids if i is not None}
     ids = list(prompt_ids) or [min(eos_ids) if eos_ids else 0]
     out: list[int] = []
+    device = next(model.parameters()).device
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            context = torch.tensor([ids[-model.cfg.seq_len :]])  # (1, T)
+            context = torch.tensor([ids[-model.cfg.seq_len :]], device=device)  # (1, T)
             logits = model(context)[0, -1].float()  # (V,)
             if temperature <= 0:
                 next_id = int(logits.argmax())
@@ -75,7 +79,9 @@ def sample(model, prompt_ids: list[int], max_new_tokens: int, temperature: float
                 if top_k > 0:
                     kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
                     logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_id = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
+                next_id = int(torch.multinomial(torch.softmax(logits.cpu(), -1), 1, generator=gen))
+            if agree is not None:
+                next_id = agree(next_id)
             if next_id in eos_ids:
                 break
             ids.append(next_id)

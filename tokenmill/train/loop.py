@@ -4,6 +4,10 @@ One optimizer step = ``grad_accum`` micro-batches per rank, so the global
 batch (sequences per step) is the same on any number of ranks. All state
 needed to continue exactly (weights, optimizer, scheduler, dataloader
 position, RNG, step, tokens) is checkpointed at step boundaries.
+
+Pretraining shards train on the mean next-token loss of every position;
+SFT shards on target tokens only, normalised over the global batch
+(``tokenmill/train/sft.py``), always with the document mask of their doc_ids.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import torch.distributed as dist
 
 from tokenmill.config import to_dict
 from tokenmill.errors import UserError
-from tokenmill.train import base_model, checkpoint, data
+from tokenmill.train import base_model, checkpoint, data, sft
 from tokenmill.train.config import OptimConfig, TrainConfig
 from tokenmill.train.fsdp import Dist, build_model, init_distributed
-from tokenmill.train.model import document_layout, flops_per_token, lm_loss
+from tokenmill.train.model import document_layout, documents_from_ids, flops_per_token, lm_loss
 from tokenmill.train.runlog import RunLog, peak_flops, read_jsonl
 
 # Fault drills and tests: sleep this many seconds after each step, so that a
@@ -172,28 +176,40 @@ class Trainer:
                        seconds=round(time.monotonic() - started, 3))
 
     # ----- one step -----------------------------------------------------
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, V); with attention.doc_mask, documents end at the shards' EOS."""
-        docs = document_layout(tokens, self.info.eos_id) if self.model_cfg.attention.doc_mask else None
+    def forward(self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V). SFT rows (doc_ids given) attend within their examples; pretraining
+        rows with attention.doc_mask within documents ending at the shards' EOS."""
+        if doc_ids is not None:
+            docs = documents_from_ids(doc_ids)
+        else:
+            docs = document_layout(tokens, self.info.eos_id) if self.model_cfg.attention.doc_mask else None
         return self.model(tokens, docs)
 
-    def train_step(self, micro_batches: list[dict]) -> tuple[float, float]:
-        """Forward/backward over the micro-batches; returns (mean loss, grad norm).
+    def train_step(self, micro_batches: list[data.Batch]) -> tuple[float, float]:
+        """Forward/backward over the micro-batches; returns (loss, grad norm).
 
         Gradients are reduced across ranks only on the last micro-batch.
         """
-        total = torch.zeros((), device=self.d.device)
-        for i, batch in enumerate(micro_batches):
-            self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
-            tokens = batch["tokens"].to(self.d.device, non_blocking=True)  # (B, T)
-            loss = lm_loss(self.forward(tokens), tokens) / len(micro_batches)
-            loss.backward()
-            total += loss.detach()
+        if self.info.kind == "sft":
+            loss = sft.masked_backward(self.model, self.forward, micro_batches, self.d.device)
+        else:
+            loss = self._lm_backward(micro_batches)
         max_norm = self.cfg.optim.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         if hasattr(grad_norm, "full_tensor"):  # DTensor under FSDP2: the global norm
             grad_norm = grad_norm.full_tensor()
-        return all_mean(total), float(grad_norm)
+        return loss, float(grad_norm)
+
+    def _lm_backward(self, micro_batches: list[data.Batch]) -> float:
+        """Pretraining: the mean of the micro-batches' mean losses, averaged over ranks."""
+        total = torch.zeros((), device=self.d.device)
+        for i, batch in enumerate(micro_batches):
+            self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+            tokens = batch.tokens.to(self.d.device, non_blocking=True)  # (B, T)
+            loss = lm_loss(self.forward(tokens), tokens) / len(micro_batches)
+            loss.backward()
+            total += loss.detach()
+        return all_mean(total)
 
     def handle_nonfinite(self, loss: float, grad_norm: float) -> None:
         """Drop this step's gradients; stop or skip as configured."""
@@ -213,22 +229,38 @@ class Trainer:
 
     # ----- eval and checkpoints ------------------------------------------
     def evaluate(self) -> dict[str, float]:
+        """Val loss (per sequence for pretraining, per target token for SFT); then the eval prompts."""
         self.model.eval()
-        sums = torch.zeros(2, dtype=torch.float64)  # (loss sum, sequence count)
+        sums = torch.zeros(2, dtype=torch.float64, device=self.d.device)  # (loss sum, weight)
         with torch.no_grad():
             for i, batch in enumerate(self.val_loader):
                 if i >= self.cfg.eval_batches:
                     break
-                tokens = batch["tokens"].to(self.d.device)
-                loss = lm_loss(self.forward(tokens), tokens)
-                sums += torch.tensor([loss.item() * len(tokens), len(tokens)], dtype=torch.float64)
+                sums += self._eval_sums(batch)
+            dist.all_reduce(sums)
+            if self.cfg.eval_prompts:
+                self._answer_prompts()
         self.model.train()
-        dist.all_reduce(sums)
-        val_loss = (sums[0] / sums[1]).item()
+        val_loss = (sums[0] / sums[1].clamp(min=1)).item()
         result = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
         self.log.event("eval", step=self.step, **result)
         self.log.metrics(self.step, result)
         return result
+
+    def _eval_sums(self, batch: data.Batch) -> torch.Tensor:
+        if self.info.kind == "sft":
+            return sft.eval_sums(self.forward, batch, self.d.device)
+        tokens = batch.tokens.to(self.d.device)
+        loss = lm_loss(self.forward(tokens), tokens)
+        return torch.tensor([loss.item() * len(tokens), len(tokens)], dtype=torch.float64, device=self.d.device)
+
+    def _answer_prompts(self) -> None:
+        """Every rank generates (FSDP needs all in each forward); rank 0 logs."""
+        answers = sft.answer_prompts(self.model, self.info, self.cfg.eval_prompts, self.cfg.eval_max_new_tokens,
+                                     self.d.device)
+        self.log.event("eval_prompts", step=self.step,
+                       answers=[{"prompt": a.prompt, "answer": a.answer} for a in answers])
+        self.log.text(sft.answers_text(self.step, answers), f"eval_prompts/step_{self.step:07d}.jsonl")
 
     def report(self, loss: float, grad_norm: float, lr: float, seconds_per_step: float) -> None:
         """Console line and metrics; MFU only where the device's peak FLOP/s is known."""
@@ -299,7 +331,7 @@ class Trainer:
     def _record_samples(self, micro_batches: list[dict]) -> None:
         if not self.cfg.record_sample_ids:
             return
-        ids = [int(i) for b in micro_batches for i in b["seq_id"]]
+        ids = [int(i) for b in micro_batches for i in b.seq_id]
         path = self._sample_log()
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:

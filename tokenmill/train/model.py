@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from tokenmill.train.attention import Documents, Masking, attend, document_layout  # noqa: F401 - re-exported
+from tokenmill.train.attention import (  # noqa: F401 - re-exported
+    Documents, Masking, attend, document_layout, documents_from_ids)
 from tokenmill.train.config import LoraConfig, ModelConfig
 
 
@@ -312,6 +313,23 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """
     V = logits.size(-1)
     return F.cross_entropy(logits[:, :-1].reshape(-1, V).float(), tokens[:, 1:].reshape(-1))
+
+
+def masked_lm_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy over target tokens, and their count.
+
+    logits (B, T, V), tokens (B, T), loss_mask (B, T) -> (sum, count), both
+    scalars. ``loss_mask[t] == 1`` means token t is a target (as
+    ``tokenmill/chat/mask.py`` defines it), so position t-1's logits are
+    scored against token t where ``loss_mask[t]`` is set: the mask's
+    index is the predicted token's. An example's first token is never a
+    target, so no position predicts across a boundary between examples.
+    The caller divides the sum by the target count of the global batch.
+    """
+    V = logits.size(-1)
+    weights = loss_mask[:, 1:].reshape(-1).float()  # (B * (T-1),)
+    losses = F.cross_entropy(logits[:, :-1].reshape(-1, V).float(), tokens[:, 1:].reshape(-1), reduction="none")
+    return (losses * weights).sum(), weights.sum()
 
 
 def count_params(cfg: ModelConfig) -> int:

@@ -2,7 +2,7 @@
 
 Only rank 0 logs. Files under the run dir:
 
-- ``events.jsonl``: start, resume, checkpoint, eval, nonfinite, failure, end
+- ``events.jsonl``: start, resume, checkpoint, eval, eval_prompts, nonfinite, failure, end
 - ``metrics.jsonl``: one line per logged step (appended across resumes; the
   last line for a step wins)
 - ``loss.png``: train (and val) loss against step, written at the end
@@ -47,6 +47,16 @@ class RunLog:
             except Exception as exc:  # a tracking server hiccup must not stop training
                 self.event("mlflow_error", error=str(exc))
                 self.mlflow = None
+
+    def text(self, body: str, artifact_file: str) -> None:
+        """A text artifact of the MLflow run (when MLflow is on)."""
+        if not self.enabled or self.mlflow is None:
+            return
+        try:
+            self.mlflow.log_text(body, artifact_file)
+        except Exception as exc:  # a tracking server hiccup must not stop training
+            self.event("mlflow_error", error=str(exc))
+            self.mlflow = None
 
     def progress(
         self, step: int, max_steps: int, loss: float, lr: float, tokens_per_s: float,
