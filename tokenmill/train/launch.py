@@ -62,9 +62,16 @@ def check(cfg: TrainConfig, nproc: int) -> None:
     info = data.read_manifest(cfg.data.shards, cache)
     data.resolve_model(cfg.model, info)
     data.check_split_sizes(info, cfg.global_batch_size)
+    check_launcher(nproc, 0)
     cfg.grad_accum(nproc)
+
+
+def check_launcher(nproc: int, max_restarts: int) -> None:
+    """Launcher values, checked before anything divides by them."""
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if max_restarts < 0:
+        raise UserError(f"--max-restarts must be >= 0, got {max_restarts}")
 
 
 def default_nproc() -> int:
@@ -122,6 +129,7 @@ def main(args: argparse.Namespace) -> int:
         train(cfg)
         return 0
     nproc = args.nproc if args.nproc is not None else default_nproc()
+    check_launcher(nproc, args.max_restarts)
     check(cfg, nproc)
     if args.spark:
         result = run_spark(cfg, nproc)
