@@ -115,6 +115,27 @@ def write(df, location: str, *, replace_where: tuple[str, str] | None = None) ->
     return _write_offline(df, location)
 
 
+def drop(spark, location: str) -> None:
+    """Remove a table (its files too, for a path); a missing table is fine.
+
+    A remote path that this session cannot delete is emptied instead: readers
+    then see no rows rather than an earlier run's.
+    """
+    if not exists(spark, location):
+        return
+    if is_catalog_name(location):
+        spark.sql(f"DROP TABLE IF EXISTS {location}")
+        return
+    local = _local(location)
+    if "://" not in local:
+        import shutil
+
+        shutil.rmtree(local)
+        return
+    empty = read(spark, location).limit(0)
+    write(empty, location)
+
+
 # --- offline: Spark writes Parquet, delta-rs commits ------------------------------
 
 

@@ -83,6 +83,12 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
     rows_in = tables.row_count(spark, ctx.location(INPUT))
     if not cfg.enabled:
         ctx.write(clean, OUTPUT)
+        # An earlier, enabled run's tables and rejects no longer describe this output.
+        for name in (CLUSTERS, SIGNATURES):
+            tables.drop(spark, ctx.location(name))
+        no_rejects = clean.select("id", "source", F.lit(STAGE).alias("stage"), F.lit("").alias("reason"),
+                                  F.lit("").alias("sample")).limit(0)
+        ctx.write_rejects(no_rejects, STAGE)
         return StageRecord(STAGE, rows_in, rows_in, inputs=inputs,
                            outputs={OUTPUT: ctx.signature(OUTPUT)}, extra={"enabled": False})
     check_unique_ids(clean)
