@@ -54,6 +54,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def check(cfg: TrainConfig, nproc: int) -> None:
     """Fail fast, before any rank starts: shards readable, model matches, batch divides."""
+    check_launcher(nproc, 0)
     from tokenmill.train import data
 
     if not cfg.data.shards:
@@ -62,7 +63,6 @@ def check(cfg: TrainConfig, nproc: int) -> None:
     info = data.read_manifest(cfg.data.shards, cache)
     data.resolve_model(cfg.model, info)
     data.check_split_sizes(info, cfg.global_batch_size)
-    check_launcher(nproc, 0)
     cfg.grad_accum(nproc)
 
 
