@@ -110,7 +110,10 @@ class Trainer:
 
     # ----- resume -------------------------------------------------------
     def maybe_resume(self) -> None:
-        latest = checkpoint.latest_checkpoint(self.ckpt_root) if self.cfg.checkpoint.autoresume else None
+        autoresume = self.cfg.checkpoint.autoresume
+        latest, skipped = checkpoint.resumable_checkpoint(self.ckpt_root) if autoresume else (None, [])
+        for path, problem in skipped:  # damaged after it was complete: resume from the one before
+            self.log.event("checkpoint_skipped", checkpoint=str(path), reason=problem)
         if latest is None:
             self.log.event(
                 "start", world_size=self.d.world_size, grad_accum=self.accum, model=to_dict(self.model_cfg),
