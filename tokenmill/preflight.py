@@ -301,7 +301,7 @@ class Preflight:
         cfg, opts = self.cfg, self.options
         tokens = cfg.max_steps * cfg.global_batch_size * self.model_cfg.seq_len
         per_token = flops_per_token(self.model_cfg)
-        gpu = opts.gpu or _visible_gpu_kind(plan.GPUS)
+        gpu = opts.gpu or _visible_gpu_kind()
         assumed = "" if gpu else " (assumed: pass --gpu)"
         gpu = gpu or "h100"
         # 6 N D with N = FLOPs per token / 6: the trainer's own count, attention included.
@@ -433,19 +433,18 @@ def _full_state(model, optim) -> dict:
     return flat
 
 
-def _visible_gpu_kind(known: dict) -> Optional[str]:
+def _visible_gpu_kind() -> Optional[str]:
     try:
         import torch
 
         if not torch.cuda.is_available():
             return None
-        name = torch.cuda.get_device_name(0).lower()
+        name = torch.cuda.get_device_name(0)
     except Exception:
         return None
-    for key in sorted(known, key=len, reverse=True):  # "h100-pcie" before "h100"
-        if key.replace("-", " ") in name or key in name:
-            return key
-    return None
+    from tokenmill.gpus import gpu_for_device
+
+    return gpu_for_device(name)
 
 
 def _gb(n: float) -> str:
