@@ -126,10 +126,34 @@ def run_stages(spark, cfg: RunConfig, stages: list[str], force: bool = False) ->
         rec: StageRecord = module.run(ctx)
         rec.config_hash = stage_config_hash(cfg, stage)
         rec.wall_s = round(time.time() - started, 3)
+        vacuum_outputs(ctx, rec)
         manifest.record(rec)
         lines = module.summary_lines(rec) if hasattr(module, "summary_lines") else []
         print_summary(rec, lines)
     return manifest
+
+
+def vacuum_outputs(ctx: StageContext, rec: StageRecord) -> None:
+    """Delete earlier versions' files of the tables a stage wrote (older than the retention).
+
+    VACUUM commits to the table's log (a new version, same rows), so a recorded
+    output signature is refreshed, or the next run would think the output changed.
+    A table that cannot be vacuumed (a workspace that forbids it) is reported,
+    not fatal: the stage's output is already committed.
+    """
+    hours = ctx.cfg.vacuum_retention_hours
+    if hours is None:
+        return
+    for name in list(rec.outputs):
+        if "/" in name or tables.is_catalog_name(name) or not ctx.exists(name):
+            continue
+        before = ctx.signature(name)
+        try:
+            tables.vacuum(ctx.spark, ctx.location(name), hours)
+        except Exception as exc:  # Delta and Spark raise many kinds; none should undo a finished stage
+            log(f"[{rec.stage}] vacuum of {name} skipped: {str(exc).splitlines()[0][:200]}")
+        if rec.outputs[name] == before:
+            rec.outputs[name] = ctx.signature(name)
 
 
 def _output_dir(cfg: RunConfig) -> str:
