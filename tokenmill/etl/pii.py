@@ -735,24 +735,3 @@ def redactor(pcfg: PiiConfig) -> Redactor:
     if key not in _REDACTORS:
         _REDACTORS[key] = Redactor(pcfg)
     return _REDACTORS[key]
-
-
-# --- DataFrame functions ---------------------------------------------------------------
-
-
-def redact_column(df, column: str, pcfg: PiiConfig):
-    """``df`` with PII in ``column`` replaced (used for reject samples)."""
-    import pyarrow as pa
-
-    names = df.columns
-    schema = df.schema
-
-    def run(batches):
-        r = redactor(pcfg)
-        for batch in batches:
-            values = batch.column(column).to_pylist()
-            fixed = [None if v is None else r.redact(v)[0] for v in values]
-            idx = batch.schema.get_field_index(column)
-            yield batch.set_column(idx, column, pa.array(fixed, pa.string()))
-
-    return df.mapInArrow(run, schema).select(*names)
