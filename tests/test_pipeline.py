@@ -28,7 +28,7 @@ def counting_stage(monkeypatch):
         )
 
     module = types.ModuleType("fake_dedup_stage")
-    module.run = run
+    module.STAGE_SPEC = pipeline.StageSpec(name="dedup", inputs=("clean",), outputs=("deduped",), run=run)
     monkeypatch.setitem(sys.modules, "fake_dedup_stage", module)
     monkeypatch.setitem(pipeline.STAGES, "dedup", "fake_dedup_stage")
     return runs

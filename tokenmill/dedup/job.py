@@ -13,7 +13,6 @@ Phases, each ending in a table so it can be inspected and reused:
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
@@ -185,9 +184,11 @@ def summary_lines(rec: StageRecord) -> list[str]:
     return lines
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pipeline.add_stage_arguments(parser, inputs=False)
-
-
-def main(args: argparse.Namespace) -> int:
-    return pipeline.run_command(args, [STAGE])
+STAGE_SPEC = pipeline.StageSpec(
+    name=STAGE,
+    inputs=(INPUT,),
+    outputs=(OUTPUT, CLUSTERS, SIGNATURES, pipeline.REJECTS),
+    run=run,
+    summary=summary_lines,
+)
+add_arguments, main = STAGE_SPEC.add_arguments, STAGE_SPEC.main  # the `tokenmill dedup` command
