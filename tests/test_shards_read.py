@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tokenmill.report.mds import iter_split, read_index
+from tokenmill.shards.reader import iter_split, read_index
 
 # Every value shards.compression allows, as the writer receives it.
 COMPRESSIONS = ["zstd", "zstd:1", "zstd:19", "gz", "br", "snappy", None]

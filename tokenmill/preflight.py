@@ -118,7 +118,7 @@ class Preflight:
         if data.is_remote(info.root):
             return "warn", (f"dataset.json read from {info.root}; shard files are remote and were not "
                             f"checked here (run preflight where the shards are mounted to check them)")
-        from tokenmill.report import mds
+        from tokenmill.shards import reader as mds
 
         root = Path(data.local_path(info.root))
         notes = []
@@ -145,7 +145,7 @@ class Preflight:
         """Decode the first samples of the first and the last shard."""
         import numpy as np
 
-        from tokenmill.report import mds
+        from tokenmill.shards import reader as mds
 
         info = self.info
         seen: set[int] = set()

@@ -293,7 +293,7 @@ def shuffle_quality(shards_dir: Path, t: Tables, manifest: Optional[Manifest] = 
     train = shards_dir / "train"
     if not (train / "index.json").is_file():
         return Section(missing=f"no shards at {shards_dir} (the shards stage has not run)")
-    from tokenmill.report.mds import iter_split
+    from tokenmill.shards.reader import iter_split
 
     seq_ids, sources = [], []
     for row in iter_split(train, limit=SHUFFLE_SAMPLES):

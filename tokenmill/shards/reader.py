@@ -1,4 +1,4 @@
-"""Read MDS shards in storage order, without ``StreamingDataset``.
+"""Read MDS shards in storage order, without ``StreamingDataset`` (the writer is ``shards.mds``).
 
 The data card and the pre-flight checks look at shards as they lie on disk:
 the storage order is what a global shuffle produced, and a check must not
