@@ -4,12 +4,11 @@ the previous good one and say so in the run log."""
 from __future__ import annotations
 
 import pytest
-import torch.distributed as dist
+from test_train_epochs import run_one_rank
 
-from tokenmill.train import checkpoint, loop
+from tokenmill.train import checkpoint
 from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, TrainConfig
 from tokenmill.train.fixture import write_fixture
-from tokenmill.train.fsdp import free_port
 from tokenmill.train.runlog import read_jsonl
 
 
@@ -18,17 +17,9 @@ def shards(tmp_path_factory):
     return write_fixture(tmp_path_factory.mktemp("shards"), n_train=32, n_val=8, seq_len=16)
 
 
-def run(monkeypatch, cfg: TrainConfig) -> dict:
-    for name, value in {
-        "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-    }.items():
-        monkeypatch.setenv(name, value)
-    try:
-        return loop.Trainer(cfg).run()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+def run(monkeypatch, cfg: TrainConfig) -> int:
+    """Train in this process as one gloo rank; the step it ended at."""
+    return run_one_rank(monkeypatch, cfg).step
 
 
 def config(shards, run_dir, stop_at_step=None) -> TrainConfig:
@@ -53,8 +44,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(shards, tmp_pa
     assert [p.name for p in checkpoint.complete_checkpoints(root)] == ["step_00000002", "step_00000004"]
     truncate(root / "step_00000004" / damaged)
 
-    result = run(monkeypatch, config(shards, tmp_path))
-    assert result["step"] == 6
+    assert run(monkeypatch, config(shards, tmp_path)) == 6
     events = read_jsonl(tmp_path / "events.jsonl")
     (skipped,) = [e for e in events if e["event"] == "checkpoint_skipped"]
     assert skipped["checkpoint"].endswith("step_00000004") and damaged in skipped["reason"]
@@ -68,6 +58,6 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(shards, tmp_pa
 def test_no_readable_checkpoint_starts_over(shards, tmp_path, monkeypatch):
     run(monkeypatch, config(shards, tmp_path, stop_at_step=2))
     truncate(tmp_path / "checkpoints" / "step_00000002" / "trainer_state.pt")
-    assert run(monkeypatch, config(shards, tmp_path))["step"] == 6
+    assert run(monkeypatch, config(shards, tmp_path)) == 6
     events = [e["event"] for e in read_jsonl(tmp_path / "events.jsonl")]
     assert events.count("checkpoint_skipped") == 1 and "resume" not in events
