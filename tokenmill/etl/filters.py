@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from operator import mul
 from pathlib import Path
+from typing import Callable
 
 from tokenmill.etl.config import FilterConfig
 
@@ -121,69 +122,123 @@ def top_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float
     return count * sum(len(w) for w in gram) / total_chars
 
 
+class _Prose:
+    """What the prose rules measure, each figure computed on first use: a document
+    dropped by an early rule never pays for the later, costlier ones."""
+
+    def __init__(self, text: str, bad_words: re.Pattern | None):
+        self.text = text
+        self.bad_words = bad_words
+        self.n_chars = len(text)
+        self.ngram: dict[int, float] = {}  # top n-gram character fraction, for the n counted
+
+    @cached_property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+    @cached_property
+    def n(self) -> int:
+        return len(self.words)
+
+    @cached_property
+    def word_chars(self) -> int:
+        return sum(map(len, self.words))
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return [ln for ln in map(str.strip, self.text.split("\n")) if ln]
+
+    @cached_property
+    def n_lines(self) -> int:
+        return max(1, len(self.lines))
+
+    @cached_property
+    def alpha(self) -> float:
+        return 1.0 - len(_NO_LETTER_WORD.findall(self.text)) / self.n
+
+    @cached_property
+    def low(self) -> str:
+        return self.text.lower()
+
+    @cached_property
+    def lower(self) -> list[str]:
+        return self.low.split()
+
+    @cached_property
+    def unigrams(self) -> Counter:
+        return Counter(self.lower)
+
+    @cached_property
+    def dup_lines(self) -> tuple[float, float]:
+        return _dup_fractions(self.lines)
+
+    @cached_property
+    def dup_paras(self) -> tuple[float, float]:
+        return _dup_fractions([p.strip() for p in _PARAGRAPHS.split(self.text) if p.strip()])
+
+    @cached_property
+    def top_word(self) -> float:
+        """The largest count x length of one word, over all word characters."""
+        return max(map(mul, self.unigrams.values(), map(len, self.unigrams))) / self.word_chars
+
+    def top_ngram_over(self, limits: dict[int, float]) -> bool:
+        # An n-gram's character share is at most n x top_word, so most documents skip
+        # the n-gram counts (the costliest rule) without changing a verdict.
+        for k, limit in sorted(limits.items()):
+            if k * self.top_word <= limit:
+                continue
+            self.ngram[k] = top_ngram_char_fraction(self.lower, k, self.word_chars)
+            if self.ngram[k] > limit:
+                return True
+        return False
+
+    def quality(self) -> float:
+        top2 = self.ngram.get(2, min(1.0, 2 * self.top_word))
+        stop_hits = sum(self.unigrams[w] for w in STOP_WORDS)
+        quality = (self.alpha + (1.0 - self.dup_lines[1]) + (1.0 - top2) + min(1.0, self.n / 500)
+                   + min(1.0, stop_hits / self.n / 0.1)) / 5
+        return round(min(1.0, max(0.0, quality)), 4)
+
+
+def _too_many_bad_words(p: _Prose, fc: FilterConfig) -> bool:
+    if p.bad_words is None or not fc.bad_words or not _may_hold(p.low, p.bad_words):
+        return False
+    return sum(1 for _ in p.bad_words.finditer(p.text)) > fc.max_bad_words
+
+
+# The prose rules, in the order they are tried: (reason, does the document break it?).
+PROSE_RULES: tuple[tuple[str, Callable[[_Prose, FilterConfig], bool]], ...] = (
+    (Reason.TOO_SHORT, lambda p, fc: p.n_chars < fc.min_chars or p.n < fc.min_words),
+    (Reason.TOO_LONG, lambda p, fc: p.n_chars > fc.max_chars or p.n > fc.max_words),
+    (Reason.GOPHER_MEAN_WORD_LENGTH,
+     lambda p, fc: not fc.min_mean_word_length <= p.word_chars / p.n <= fc.max_mean_word_length),
+    (Reason.GOPHER_SYMBOL_RATIO,
+     lambda p, fc: (p.text.count("#") + p.text.count("...") + p.text.count("\u2026")) / p.n
+     > fc.max_symbol_word_ratio),
+    (Reason.GOPHER_BULLET_LINES,
+     lambda p, fc: sum(ln.startswith(BULLETS) for ln in p.lines) / p.n_lines > fc.max_bullet_lines_fraction),
+    (Reason.GOPHER_ELLIPSIS_LINES,
+     lambda p, fc: sum(ln.endswith(ELLIPSES) for ln in p.lines) / p.n_lines > fc.max_ellipsis_lines_fraction),
+    (Reason.GOPHER_ALPHA_WORDS, lambda p, fc: p.alpha < fc.min_alpha_words_fraction),
+    (Reason.GOPHER_STOP_WORDS, lambda p, fc: sum(1 for w in STOP_WORDS if w in p.unigrams) < fc.min_stop_words),
+    (Reason.GOPHER_DUP_LINES, lambda p, fc: p.dup_lines[0] > fc.max_dup_line_fraction),
+    (Reason.GOPHER_DUP_LINE_CHARS, lambda p, fc: p.dup_lines[1] > fc.max_dup_line_char_fraction),
+    (Reason.GOPHER_DUP_PARAS, lambda p, fc: p.dup_paras[0] > fc.max_dup_para_fraction),
+    (Reason.GOPHER_DUP_PARA_CHARS, lambda p, fc: p.dup_paras[1] > fc.max_dup_para_char_fraction),
+    (Reason.GOPHER_TOP_NGRAM, lambda p, fc: p.top_ngram_over(fc.max_top_ngram_char_fraction)),
+    (Reason.BAD_WORDS, _too_many_bad_words),
+)
+
+
 def judge_prose(text: str, fc: FilterConfig, bad_words: re.Pattern | None = None) -> Verdict:
-    """Verdict for prose: length, Gopher quality and repetition rules, bad words."""
-    n_chars = len(text)
-    if n_chars == 0 or text.isspace():
+    """Verdict for prose: length, Gopher quality and repetition rules, bad words (``PROSE_RULES``)."""
+    if not text or text.isspace():
         return Verdict(Reason.EMPTY, 0.0, 0)
-    words = text.split()
-    n = len(words)
-    if n_chars < fc.min_chars or n < fc.min_words:
-        return Verdict(Reason.TOO_SHORT, 0.0, n)
-    if n_chars > fc.max_chars or n > fc.max_words:
-        return Verdict(Reason.TOO_LONG, 0.0, n)
-    word_chars = sum(map(len, words))
-    mean_len = word_chars / n
-    if not fc.min_mean_word_length <= mean_len <= fc.max_mean_word_length:
-        return Verdict(Reason.GOPHER_MEAN_WORD_LENGTH, 0.0, n)
-    symbols = text.count("#") + text.count("...") + text.count("\u2026")
-    if symbols / n > fc.max_symbol_word_ratio:
-        return Verdict(Reason.GOPHER_SYMBOL_RATIO, 0.0, n)
-    lines = [ln for ln in map(str.strip, text.split("\n")) if ln]
-    n_lines = max(1, len(lines))
-    if sum(ln.startswith(BULLETS) for ln in lines) / n_lines > fc.max_bullet_lines_fraction:
-        return Verdict(Reason.GOPHER_BULLET_LINES, 0.0, n)
-    if sum(ln.endswith(ELLIPSES) for ln in lines) / n_lines > fc.max_ellipsis_lines_fraction:
-        return Verdict(Reason.GOPHER_ELLIPSIS_LINES, 0.0, n)
-    alpha = 1.0 - len(_NO_LETTER_WORD.findall(text)) / n
-    if alpha < fc.min_alpha_words_fraction:
-        return Verdict(Reason.GOPHER_ALPHA_WORDS, 0.0, n)
-    low = text.lower()
-    lower = low.split()
-    unigrams = Counter(lower)
-    stop_hits = sum(unigrams[w] for w in STOP_WORDS)
-    if sum(1 for w in STOP_WORDS if w in unigrams) < fc.min_stop_words:
-        return Verdict(Reason.GOPHER_STOP_WORDS, 0.0, n)
-    dup_lines, dup_line_chars = _dup_fractions(lines)
-    if dup_lines > fc.max_dup_line_fraction:
-        return Verdict(Reason.GOPHER_DUP_LINES, 0.0, n)
-    if dup_line_chars > fc.max_dup_line_char_fraction:
-        return Verdict(Reason.GOPHER_DUP_LINE_CHARS, 0.0, n)
-    paras = [p.strip() for p in _PARAGRAPHS.split(text) if p.strip()]
-    dup_paras, dup_para_chars = _dup_fractions(paras)
-    if dup_paras > fc.max_dup_para_fraction:
-        return Verdict(Reason.GOPHER_DUP_PARAS, 0.0, n)
-    if dup_para_chars > fc.max_dup_para_char_fraction:
-        return Verdict(Reason.GOPHER_DUP_PARA_CHARS, 0.0, n)
-    # An n-gram's character share is at most n x the largest count*length of one word,
-    # so most documents skip the n-gram counts (the costliest rule) without changing a verdict.
-    top_word = max(map(mul, unigrams.values(), map(len, unigrams))) / word_chars
-    top2 = min(1.0, 2 * top_word)
-    for k, limit in sorted(fc.max_top_ngram_char_fraction.items()):
-        if k * top_word <= limit:
-            continue
-        frac = top_ngram_char_fraction(lower, k, word_chars)
-        if k == 2:
-            top2 = frac
-        if frac > limit:
-            return Verdict(Reason.GOPHER_TOP_NGRAM, 0.0, n)
-    if bad_words is not None and fc.bad_words and _may_hold(low, bad_words):
-        hits = sum(1 for _ in bad_words.finditer(text))
-        if hits > fc.max_bad_words:
-            return Verdict(Reason.BAD_WORDS, 0.0, n)
-    quality = (alpha + (1.0 - dup_line_chars) + (1.0 - top2) + min(1.0, n / 500)
-               + min(1.0, stop_hits / n / 0.1)) / 5
-    return Verdict(None, round(min(1.0, max(0.0, quality)), 4), n)
+    p = _Prose(text, bad_words)
+    for reason, breaks in PROSE_RULES:
+        if breaks(p, fc):
+            return Verdict(reason, 0.0, p.n)
+    return Verdict(None, p.quality(), p.n)
 
 
 def judge_code(text: str, fc: FilterConfig) -> Verdict:
