@@ -18,10 +18,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from operator import mul
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from tokenmill.etl.config import FilterConfig
 
@@ -123,63 +123,25 @@ def top_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float
 
 
 class _Prose:
-    """What the prose rules measure, each figure computed on first use: a document
-    dropped by an early rule never pays for the later, costlier ones."""
+    """What the prose rules measure. Figures other than the word count are
+    computed on first use (``_PROSE_FIGURES``): a document dropped by an early
+    rule never pays for the later, costlier ones."""
 
     def __init__(self, text: str, bad_words: re.Pattern | None):
         self.text = text
         self.bad_words = bad_words
         self.n_chars = len(text)
+        self.words = text.split()
+        self.n = len(self.words)
         self.ngram: dict[int, float] = {}  # top n-gram character fraction, for the n counted
 
-    @cached_property
-    def words(self) -> list[str]:
-        return self.text.split()
-
-    @cached_property
-    def n(self) -> int:
-        return len(self.words)
-
-    @cached_property
-    def word_chars(self) -> int:
-        return sum(map(len, self.words))
-
-    @cached_property
-    def lines(self) -> list[str]:
-        return [ln for ln in map(str.strip, self.text.split("\n")) if ln]
-
-    @cached_property
-    def n_lines(self) -> int:
-        return max(1, len(self.lines))
-
-    @cached_property
-    def alpha(self) -> float:
-        return 1.0 - len(_NO_LETTER_WORD.findall(self.text)) / self.n
-
-    @cached_property
-    def low(self) -> str:
-        return self.text.lower()
-
-    @cached_property
-    def lower(self) -> list[str]:
-        return self.low.split()
-
-    @cached_property
-    def unigrams(self) -> Counter:
-        return Counter(self.lower)
-
-    @cached_property
-    def dup_lines(self) -> tuple[float, float]:
-        return _dup_fractions(self.lines)
-
-    @cached_property
-    def dup_paras(self) -> tuple[float, float]:
-        return _dup_fractions([p.strip() for p in _PARAGRAPHS.split(self.text) if p.strip()])
-
-    @cached_property
-    def top_word(self) -> float:
-        """The largest count x length of one word, over all word characters."""
-        return max(map(mul, self.unigrams.values(), map(len, self.unigrams))) / self.word_chars
+    def __getattr__(self, name: str):  # only called for a figure not computed yet
+        try:
+            compute = _PROSE_FIGURES[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        value = self.__dict__[name] = compute(self)
+        return value
 
     def top_ngram_over(self, limits: dict[int, float]) -> bool:
         # An n-gram's character share is at most n x top_word, so most documents skip
@@ -198,6 +160,21 @@ class _Prose:
         quality = (self.alpha + (1.0 - self.dup_lines[1]) + (1.0 - top2) + min(1.0, self.n / 500)
                    + min(1.0, stop_hits / self.n / 0.1)) / 5
         return round(min(1.0, max(0.0, quality)), 4)
+
+
+_PROSE_FIGURES: dict[str, Callable[[_Prose], Any]] = {
+    "word_chars": lambda p: sum(map(len, p.words)),
+    "lines": lambda p: [ln for ln in map(str.strip, p.text.split("\n")) if ln],
+    "n_lines": lambda p: max(1, len(p.lines)),
+    "alpha": lambda p: 1.0 - len(_NO_LETTER_WORD.findall(p.text)) / p.n,  # share of words with a letter
+    "low": lambda p: p.text.lower(),
+    "lower": lambda p: p.low.split(),
+    "unigrams": lambda p: Counter(p.lower),
+    "dup_lines": lambda p: _dup_fractions(p.lines),
+    "dup_paras": lambda p: _dup_fractions([q.strip() for q in _PARAGRAPHS.split(p.text) if q.strip()]),
+    # the largest count x length of one word, over all word characters
+    "top_word": lambda p: max(map(mul, p.unigrams.values(), map(len, p.unigrams))) / p.word_chars,
+}
 
 
 def _too_many_bad_words(p: _Prose, fc: FilterConfig) -> bool:
