@@ -114,7 +114,7 @@ class Preflight:
         if not self.cfg.data.shards:
             return "fail", "no shards given: set data.shards in the config or pass --shards DIR"
         cache = Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir else self.cfg.run_path / "cache"
-        self.info = info = data.read_manifest(self.cfg.data.shards, cache)
+        self.info = info = data.read_dataset_info(self.cfg.data.shards, cache)
         if data.is_remote(info.root):
             return "warn", (f"dataset.json read from {info.root}; shard files are remote and were not "
                             f"checked here (run preflight where the shards are mounted to check them)")

@@ -60,7 +60,7 @@ def check(cfg: TrainConfig, nproc: int) -> None:
     if not cfg.data.shards:
         raise UserError("no shards given: set data.shards in the config or pass --shards DIR")
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cfg.run_path / "cache"
-    info = data.read_manifest(cfg.data.shards, cache)
+    info = data.read_dataset_info(cfg.data.shards, cache)
     data.resolve_model(cfg.model, info)
     data.check_split_sizes(info, cfg.global_batch_size)
     cfg.grad_accum(nproc)

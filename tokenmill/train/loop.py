@@ -77,7 +77,7 @@ class Trainer:
 
             # Collective: every rank calls it; local rank 0 cleans, all wait.
             clean_stale_shared_memory()
-        self.info = data.read_manifest(cfg.data.shards, self.cache_dir)
+        self.info = data.read_dataset_info(cfg.data.shards, self.cache_dir)
         self.model_cfg = data.resolve_model(cfg.model, self.info)
         data.check_split_sizes(self.info, cfg.global_batch_size)
         self.accum = cfg.grad_accum(self.d.world_size)
