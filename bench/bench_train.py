@@ -81,7 +81,7 @@ def loader_throughput(shards: Path, batches: int) -> float:
     from tokenmill.train import data
     from tokenmill.train.config import DataConfig
 
-    info = data.read_manifest(str(shards), shards / "cache")
+    info = data.read_dataset_info(str(shards), shards / "cache")
     loader = data.build_loader(info, DataConfig(), shards / "cache", "train", MICRO_BATCH, shuffle=True)
     it = iter(loader)
     next(it)  # first batch pays for opening shards

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tokenmill import bundle_schema, cli
+import bundle_schema
+
+from tokenmill import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["etl", "dedup", "tokenize", "shards"]
@@ -37,6 +39,9 @@ def tasks_by_key(job) -> dict:
 
 
 def test_bundle_passes_our_schema_and_reference_checks():
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(bundle_schema.SCHEMA)  # the schema itself is well-formed
     assert bundle_schema.check_bundle(ROOT) == []
 
 

@@ -164,3 +164,15 @@ def test_previous_signatures_must_match(spark, tmp_path, corpus_run):
         run_dedup(spark, tmp_path, num_perm=64, previous_signatures=str(full / "tables" / "signatures"))
     with pytest.raises(UserError, match="no signatures table"):
         run_dedup(spark, tmp_path, previous_signatures=str(tmp_path / "nowhere"))
+
+
+def test_disabled_dedup_removes_an_earlier_runs_tables_and_rejects(spark, tmp_path):
+    write_clean(spark, tmp_path, CORPUS)
+    run_dedup(spark, tmp_path)
+    assert tables.exists(spark, f"{tmp_path}/tables/dup_clusters")
+    rec = run_dedup(spark, tmp_path, enabled=False)
+    assert rec.rows_out == len(CORPUS) and rec.dropped == {}
+    for name in ("dup_clusters", "signatures"):
+        assert not tables.exists(spark, f"{tmp_path}/tables/{name}")
+    assert [r for r in table(spark, tmp_path, "rejects") if r["stage"] == "dedup"] == []
+    assert len(table(spark, tmp_path, "deduped")) == len(CORPUS)

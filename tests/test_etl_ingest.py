@@ -162,7 +162,7 @@ def test_ingest_all_formats_with_spark(spark, tmp_path):
     specs = (InputSpec(path=str(d), source="mixed"),
              InputSpec(path=str(delta), text_field="body"))
     rows = sorted(ingest(spark, specs, CFG).collect(), key=lambda r: (r.reason or "", r.text or ""))
-    got = [(r.source, r.id if r.id[1:2] == "1" else "derived", r.text, r.reason) for r in rows]
+    got = [(r.source, r.id if r.id in ("d1", "j1", "p1", "g1") else "derived", r.text, r.reason) for r in rows]
     assert got == [
         ("dl", "d1", "From Delta.", None),
         ("mixed", "j1", "From JSONL.", None),
@@ -200,3 +200,64 @@ def test_empty_inputs_give_no_rows(spark, tmp_path):
     df = ingest(spark, specs, CFG)
     assert df.columns == ["id", "source", "text", "meta", "n_chars", "reason", "sample"]
     assert df.count() == 0
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.zst", ".jsonl.gz"])
+def test_corrupt_compressed_file_is_one_reject(tmp_path, suffix):
+    data = b"".join(b'{"id": "%d", "text": "n%d"}\n' % (i, i) for i in range(2000))
+    if suffix.endswith(".zst"):  # a damaged frame header
+        packed, start, end = zstandard.ZstdCompressor().compress(data), 4, 12
+    else:  # damaged deflate data
+        packed = gzip.compress(data)
+        start, end = len(packed) // 2, len(packed) // 2 + 64
+    path = tmp_path / f"p{suffix}"
+    path.write_bytes(packed[:start] + bytes(b ^ 0xFF for b in packed[start:end]) + packed[end:])
+    rows = _rows(_task(path))
+    assert rows[-1][5] == "unreadable_file" and rows[-1][6].startswith(f"p{suffix}: ")
+    assert all(r[5] is None for r in rows[:-1])
+
+
+def test_parquet_rows_without_ids_get_unique_stable_ids(spark, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.table({"text": ["Same words.", "Same words.", "Other words."]}), d / "a.parquet")
+    pq.write_table(pa.table({"text": ["Same words."]}), d / "b.parquet")
+    specs = (InputSpec(path=str(d)),)
+    first = sorted((r.id, r.text) for r in ingest(spark, specs, CFG).collect())
+    assert len({i for i, _ in first}) == 4  # one id per row, even for equal texts
+    # Stable: a rerun, and a rerun that splits the files into other partitions, give the same ids.
+    assert sorted((r.id, r.text) for r in ingest(spark, specs, CFG).collect()) == first
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "64")
+    try:
+        again = sorted((r.id, r.text) for r in ingest(spark, specs, CFG).repartition(3).collect())
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert again == first
+
+
+def test_delta_rows_without_ids_get_unique_ids(spark, tmp_path):
+    from tokenmill import tables
+
+    delta = tmp_path / "dl"
+    tables.write(spark.createDataFrame([("Twice.",), ("Twice.",)], "text string"), str(delta))
+    ids = [r.id for r in ingest(spark, (InputSpec(path=str(delta)),), CFG).collect()]
+    assert len(ids) == 2 and len(set(ids)) == 2
+
+
+def test_corrupt_parquet_is_one_reject(spark, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.table({"id": ["ok"], "text": ["Readable."]}), d / "good.parquet")
+    (d / "bad.parquet").write_bytes(b"PAR1 this is not a parquet file at all")
+    rows = sorted(ingest(spark, (InputSpec(path=str(d)),), CFG).collect(), key=lambda r: r.reason or "")
+    assert [(r.text, r.reason) for r in rows] == [("Readable.", None), (None, "unreadable_file")]
+    assert rows[1].sample.startswith("in/bad.parquet: ")
+
+
+def test_parquet_without_a_string_text_column_is_a_user_error(spark, tmp_path):
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "no_text.parquet")
+    with pytest.raises(UserError, match=r"no column 'text'.*set text_field"):
+        ingest(spark, (InputSpec(path=str(tmp_path / "no_text.parquet")),), CFG)
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "ints.parquet")
+    with pytest.raises(UserError, match=r"column 'text' holds bigint, not text"):
+        ingest(spark, (InputSpec(path=str(tmp_path / "ints.parquet")),), CFG)

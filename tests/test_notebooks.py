@@ -2,12 +2,16 @@
 to end on the sample corpus with local Spark and a small ``dbutils`` stand-in.
 
 The notebooks run in order (01 -> 05), each on what the previous one wrote,
-exactly as a person would run them in a workspace.
+exactly as a person would run them in a workspace. Each notebook runs once, in
+a module fixture that first runs the ones before it, so any test also passes
+on its own (``pytest -k test_03``).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import os
 import re
@@ -154,8 +158,41 @@ def stage_values(ws) -> dict[str, str]:
     return {"output": str(ws["out"]), "config": str(ROOT / "configs" / "demo.yaml"), "overrides": OVERRIDES}
 
 
-def test_01_etl(spark, workspace):
-    ns, shown = run_notebook("01_etl", spark, {"inputs": workspace["inputs"], **stage_values(workspace)})
+@pytest.fixture(scope="module")
+def ran_01(spark, workspace):
+    return run_notebook("01_etl", spark, {"inputs": workspace["inputs"], **stage_values(workspace)})
+
+
+@pytest.fixture(scope="module")
+def ran_02(spark, workspace, ran_01):
+    return run_notebook("02_dedup", spark, stage_values(workspace))
+
+
+@pytest.fixture(scope="module")
+def ran_03(spark, workspace, ran_02):
+    """(namespace, display) and what the notebook printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = run_notebook("03_tokenize_shards", spark, stage_values(workspace))
+    return result, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ran_04(spark, workspace, ran_03):
+    shards = Manifest.load(workspace["out"]).stages["shards"].extra["location"]
+    values = {
+        "train_config": str(ROOT / "configs" / "train_tiny.yaml"),
+        "shards": shards,
+        "run_dir": str(workspace["run"]),
+        "max_steps": "4",
+        "overrides": "log_every=1; eval_every=2; eval_batches=1; mlflow=false",
+        "nproc": "1",
+    }
+    return run_notebook("04_train", spark, values)
+
+
+def test_01_etl(spark, workspace, ran_01):
+    ns, shown = ran_01
     rec = Manifest.load(workspace["out"]).stages["etl"]
     counts, drops = shown.frames()[0], shown.frames()[1]
     assert counts.loc[0, "rows read"] == rec.rows_in and counts.loc[0, "kept"] == rec.rows_out
@@ -171,8 +208,8 @@ def test_01_etl(spark, workspace):
     assert shown.figures() == 2
 
 
-def test_02_dedup(spark, workspace):
-    ns, shown = run_notebook("02_dedup", spark, stage_values(workspace))
+def test_02_dedup(spark, workspace, ran_02):
+    ns, shown = ran_02
     rec = Manifest.load(workspace["out"]).stages["dedup"]
     summary = shown.frames()[0]
     assert summary.loc[0, "documents in"] == rec.rows_in and summary.loc[0, "kept"] == rec.rows_out
@@ -184,8 +221,8 @@ def test_02_dedup(spark, workspace):
     assert largest.groupby("cluster_id")["kept"].first().all()  # and it is listed first
 
 
-def test_03_tokenize_shards(spark, workspace, capsys):
-    ns, shown = run_notebook("03_tokenize_shards", spark, stage_values(workspace))
+def test_03_tokenize_shards(spark, workspace, ran_03):
+    (ns, shown), printed = ran_03
     manifest = Manifest.load(workspace["out"])
     tok, shards = manifest.stages["tokenize"].extra, manifest.stages["shards"].extra
     totals = shown.frames()[0]
@@ -195,22 +232,12 @@ def test_03_tokenize_shards(spark, workspace, capsys):
     by_source = shown.frames()[2]
     assert by_source["tokens"].sum() == tok["tokens_in_sequences"]
     assert by_source["share %"].sum() == pytest.approx(100, abs=0.5)
-    printed = capsys.readouterr().out
     assert " ⏎EOS " in printed and '"format": "tokenmill-mds-v1"' in printed
     assert (Path(shards["location"]) / "dataset.json").is_file()
 
 
-def test_04_train(spark, workspace):
-    shards = Manifest.load(workspace["out"]).stages["shards"].extra["location"]
-    values = {
-        "train_config": str(ROOT / "configs" / "train_tiny.yaml"),
-        "shards": shards,
-        "run_dir": str(workspace["run"]),
-        "max_steps": "4",
-        "overrides": "log_every=1; eval_every=2; eval_batches=1; mlflow=false",
-        "nproc": "1",
-    }
-    ns, shown = run_notebook("04_train", spark, values)
+def test_04_train(spark, workspace, ran_04):
+    ns, shown = ran_04
     checks = shown.frames()[0]
     assert list(checks["check"]) == ["config", "shards", "tokenizer", "data", "checkpoints", "dry save",
                                      "estimate", "gpus"]
@@ -231,7 +258,7 @@ def test_04_train_stops_on_a_failed_preflight(spark, workspace):
     assert not (workspace["root"] / "run-bad" / "checkpoints" / "step_00000001").exists()
 
 
-def test_05_explore(spark, workspace):
+def test_05_explore(spark, workspace, ran_04):
     card = workspace["root"] / "card.html"
     values = {"output": str(workspace["out"]), "run_dir": str(workspace["run"]), "card": str(card)}
     ns, shown = run_notebook("05_explore", spark, values)

@@ -28,7 +28,7 @@ def counting_stage(monkeypatch):
         )
 
     module = types.ModuleType("fake_dedup_stage")
-    module.run = run
+    module.STAGE_SPEC = pipeline.StageSpec(name="dedup", inputs=("clean",), outputs=("deduped",), run=run)
     monkeypatch.setitem(sys.modules, "fake_dedup_stage", module)
     monkeypatch.setitem(pipeline.STAGES, "dedup", "fake_dedup_stage")
     return runs
@@ -57,3 +57,24 @@ def test_rerun_skips_until_input_or_config_changes(spark, tmp_path, counting_sta
     changed = load_run_config(None, {"output": out, "dedup.enabled": False})
     pipeline.run_stages(spark, changed, ["dedup"])
     assert len(counting_stage) == 4, "a config change must rerun the stage"
+
+
+def test_old_table_files_are_vacuumed_after_a_stage(spark, tmp_path, counting_stage):
+    def parquet_files(name):
+        return sorted(p for p in (tmp_path / "out" / "tables" / name).rglob("*.parquet"))
+
+    out = str(tmp_path / "out")
+    clean = spark.createDataFrame([("a", "x"), ("b", "y")], "id string, text string")
+    keep_all = load_run_config(None, {"output": out})
+    pipeline.StageContext(spark, keep_all, out, Manifest.load(out)).write(clean, "clean")
+    for _ in range(2):  # the default retention (a week) keeps an earlier version's files
+        pipeline.run_stages(spark, keep_all, ["dedup"], force=True)
+    one_version = len(parquet_files("deduped")) // 2
+    assert one_version >= 1
+    now = load_run_config(None, {"output": out, "vacuum_retention_hours": 0})
+    pipeline.run_stages(spark, now, ["dedup"], force=True)
+    assert len(parquet_files("deduped")) == one_version
+    assert sorted(r.id for r in spark.read.format("parquet").load(
+        [str(p) for p in parquet_files("deduped")]).collect()) == ["a"]
+    pipeline.run_stages(spark, now, ["dedup"])
+    assert len(counting_stage) == 3, "a vacuumed output is still up to date"

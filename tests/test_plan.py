@@ -186,3 +186,17 @@ def test_plan_imports_nothing_heavy():
             "print(sorted(m for m in ('pyspark', 'torch', 'numpy', 'pandas', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("device, key", [
+    ("NVIDIA A10G", "a10g"), ("NVIDIA A100-SXM4-80GB", "a100"), ("NVIDIA H100 PCIe", "h100-pcie"),
+    ("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA L4", "l4"), ("NVIDIA L40S", "l40s"), ("NVIDIA GB200", "gb200"),
+    ("NVIDIA B200", "b200"), ("Tesla V100-SXM2-16GB", "v100"), ("AMD Instinct MI300X", "mi300x"),
+])
+def test_one_peak_table_for_mfu_plan_and_preflight(device, key):
+    from tokenmill import gpus, plan as plan_module
+    from tokenmill.train.runlog import peak_flops
+
+    assert gpus.gpu_for_device(device) == key
+    assert peak_flops(device) == plan_module.GPUS[key].peak_flops == gpus.GPUS[key].peak_flops
+    assert peak_flops("Some New Accelerator") is None

@@ -74,23 +74,23 @@ def test_global_batch_must_split_over_ranks():
 
 
 def test_model_takes_vocab_and_seq_len_from_the_shards(tmp_path):
-    info = data.read_manifest(str(manifest_dir(tmp_path)), tmp_path / "cache")
+    info = data.read_dataset_info(str(manifest_dir(tmp_path)), tmp_path / "cache")
     model = data.resolve_model(ModelSpec(d_model=32, n_heads=4), info)
     assert (model.vocab_size, model.seq_len) == (512, 64)
 
 
 @pytest.mark.parametrize("field, value", [("vocab_size", 50304), ("seq_len", 2048)])
 def test_model_mismatch_with_shards_is_a_clear_error(tmp_path, field, value):
-    info = data.read_manifest(str(manifest_dir(tmp_path)), tmp_path / "cache")
+    info = data.read_dataset_info(str(manifest_dir(tmp_path)), tmp_path / "cache")
     with pytest.raises(UserError, match=rf"model\.{field} is {value} but the shards at .* have {field}"):
         data.resolve_model(ModelSpec(**{field: value}), info)
 
 
 def test_wrong_manifest_format_is_rejected(tmp_path):
     with pytest.raises(UserError, match="format must be 'tokenmill-mds-v1'"):
-        data.read_manifest(str(manifest_dir(tmp_path, format="other")), tmp_path / "cache")
+        data.read_dataset_info(str(manifest_dir(tmp_path, format="other")), tmp_path / "cache")
     with pytest.raises(UserError, match="no dataset.json"):
-        data.read_manifest(str(tmp_path / "missing"), tmp_path / "cache")
+        data.read_dataset_info(str(tmp_path / "missing"), tmp_path / "cache")
 
 
 def test_cli_reports_mismatch_in_one_line_before_starting_ranks(tmp_path, capsys):
@@ -141,7 +141,7 @@ def test_prune_keeps_the_last_k(tmp_path):
 
 
 def test_train_split_smaller_than_a_global_batch_is_rejected(tmp_path):
-    info = data.read_manifest(str(manifest_dir(tmp_path)), tmp_path / "cache")  # 8 train sequences
+    info = data.read_dataset_info(str(manifest_dir(tmp_path)), tmp_path / "cache")  # 8 train sequences
     data.check_split_sizes(info, global_batch_size=8)
     with pytest.raises(UserError, match=r"has 8 sequences, fewer than global_batch_size \(16\)"):
         data.check_split_sizes(info, global_batch_size=16)

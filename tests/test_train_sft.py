@@ -31,7 +31,7 @@ def shards(tmp_path_factory):
 
 def val_rows(shards) -> data.Batch:
     """The whole val split as one batch: long examples alone first, packed short ones last."""
-    info = data.read_manifest(str(shards), shards / "cache")
+    info = data.read_dataset_info(str(shards), shards / "cache")
     n = info.splits["val"]["sequences"]
     loader = data.build_loader(info, DataConfig(clean_stale_shm=False), shards / "cache", "val", n,
                                shuffle=False, drop_last=False)
@@ -85,7 +85,7 @@ def test_shards_carry_the_chat_template_for_eval_prompts(shards):
 
     from tokenmill.chat.template import CHATML
 
-    info = data.read_manifest(str(shards), shards / "cache")
+    info = data.read_dataset_info(str(shards), shards / "cache")
     assert info.kind == "sft" and info.pad_id is not None
     tok, template = sft.load_prompting(info)
     assert template.source == CHATML and template.eos_token == "<|im_end|>"
@@ -102,7 +102,7 @@ def test_shards_carry_the_chat_template_for_eval_prompts(shards):
 def test_masked_loss_of_packed_rows_equals_per_example_loss(shards, position):
     batch = val_rows(shards)
     assert (batch.doc_ids.max(dim=1).values >= 2).any() and (batch.doc_ids == 0).any()  # packed, padded
-    info = data.read_manifest(str(shards), shards / "cache")
+    info = data.read_dataset_info(str(shards), shards / "cache")
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=4, vocab_size=info.vocab_size, seq_len=SEQ_LEN,
                       position=position, norm="rmsnorm", mlp="swiglu")
     model = GPT(cfg)

@@ -16,7 +16,7 @@ from tokenmill.errors import UserError
 
 # command -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "sample": ("tokenmill.sample", "write the bundled sample corpus (prose and code, planted PII/duplicates/junk)"),
+    "sample": ("tokenmill.sample.corpus", "write the bundled sample corpus (prose and code, planted PII/duplicates/junk)"),
     "run": ("tokenmill.pipeline", "run the whole pipeline; skips stages whose output is up to date"),
     "etl": ("tokenmill.etl.job", "ingest, clean, filter and strip PII into tables/clean"),
     "dedup": ("tokenmill.dedup.job", "remove exact and near (MinHash LSH) duplicates into tables/deduped"),

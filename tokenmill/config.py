@@ -25,7 +25,6 @@ from tokenmill.typed_config import (  # noqa: F401 - re-exported
 )
 
 
-
 @dataclass(frozen=True)
 class RunConfig:
     """Everything ``tokenmill run`` needs. YAML sets every knob; flags override."""
@@ -34,12 +33,18 @@ class RunConfig:
     output: str | None = None
     # On Databricks: put stage tables in this ``catalog.schema`` instead of OUT/tables.
     catalog_schema: str | None = None
+    # After a stage succeeds, delete files of its tables' earlier versions that are
+    # older than this (Delta's VACUUM; a week, as Delta's own default). None: never.
+    vacuum_retention_hours: float | None = 168.0
     etl: EtlConfig = field(default_factory=EtlConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
 
     def __post_init__(self):
+        if self.vacuum_retention_hours is not None:
+            require(self.vacuum_retention_hours >= 0, "vacuum_retention_hours",
+                    f"must be >= 0 (or null to never vacuum), got {self.vacuum_retention_hours}")
         if self.catalog_schema is not None:
             parts = self.catalog_schema.split(".")
             require(len(parts) == 2 and all(parts), "catalog_schema",

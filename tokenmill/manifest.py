@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenmill.errors import UserError
+
 MANIFEST_NAME = "manifest.json"
 
 
@@ -72,9 +74,17 @@ class Manifest:
         path = Path(out_dir) / MANIFEST_NAME
         if not path.exists():
             return cls(path)
-        data = json.loads(path.read_text())
-        stages = {name: StageRecord(**rec) for name, rec in data.get("stages", {}).items()}
-        return cls(path, stages, data.get("meta", {}))
+        fix = "move it away (or delete it) and rerun the stages"
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+        try:
+            stages = {name: StageRecord(**rec) for name, rec in data.get("stages", {}).items()}
+            meta = dict(data.get("meta", {}))
+        except (AttributeError, TypeError, ValueError, AccountingError) as exc:
+            raise UserError(f"{path} is not a tokenmill manifest ({exc}); {fix}") from None
+        return cls(path, stages, meta)
 
     def record(self, rec: StageRecord) -> None:
         rec.check()

@@ -1,12 +1,14 @@
 """Run pipeline stages in order, skipping the ones that are up to date.
 
-A stage is a module with ``run(ctx: StageContext) -> StageRecord`` (and,
-optionally, ``summary_lines(rec) -> list[str]`` for its summary screen). It
-reads the previous stage's table through ``ctx.read``, writes its own
-through ``ctx.write`` and fills its record's ``inputs``/``outputs`` with
+A stage module exposes ``STAGE_SPEC``, a value with the ``Stage`` contract:
+its name, the tables it reads and writes, ``run(ctx) -> StageRecord`` and
+``summary(rec) -> list[str]`` for its summary screen. ``run`` reads the
+previous stage's table through ``ctx.read``, writes its own through
+``ctx.write`` and fills its record's ``inputs``/``outputs`` with
 ``ctx.signature(...)`` of what it read and wrote. The runner adds the config
-hash and wall time, saves the record in ``OUT/manifest.json`` and prints
-the summary.
+hash and wall time, saves the record in ``OUT/manifest.json`` and prints the
+summary. Each stage's command (``tokenmill etl`` ...) is the same generic
+``add_arguments``/``main`` pair, from ``StageSpec``.
 
 A stage is skipped when its record's config hash, input signatures and
 output signatures all still match; ``--force`` reruns it.
@@ -21,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 from tokenmill import tables
 from tokenmill.config import RunConfig, config_hash, load_run_config, parse_overrides
@@ -84,6 +86,41 @@ class StageContext:
         return files_signature(target)
 
 
+class Stage(Protocol):
+    """What the runner needs from a stage."""
+
+    name: str
+    inputs: tuple[str, ...]  # tables read (etl reads the raw --input paths instead)
+    outputs: tuple[str, ...]  # tables written
+
+    def run(self, ctx: StageContext) -> StageRecord: ...
+
+    def summary(self, rec: StageRecord) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage's contract as plain values, and its command's generic ``add_arguments``/``main``."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    run: Callable[[StageContext], StageRecord]
+    summary: Callable[[StageRecord], list[str]] = lambda rec: []
+    raw_inputs: bool = False  # reads --input paths (etl)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_stage_arguments(parser, inputs=self.raw_inputs)
+
+    def main(self, args: argparse.Namespace) -> int:
+        return run_command(args, [self.name])
+
+
+def stage_spec(name: str) -> Stage:
+    """The stage called ``name``, from its module's ``STAGE_SPEC``."""
+    return importlib.import_module(STAGES[name]).STAGE_SPEC
+
+
 def files_signature(path: str) -> str:
     p = Path(path)
     if not p.exists():
@@ -117,19 +154,42 @@ def run_stages(spark, cfg: RunConfig, stages: list[str], force: bool = False) ->
     manifest = Manifest.load(out)
     manifest.meta.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     ctx = StageContext(spark=spark, cfg=cfg, out=out, manifest=manifest)
-    for stage in stages:
-        if not force and is_up_to_date(ctx, stage):
-            log(f"[{stage}] up to date, skipped (use --force to rerun)")
+    for name in stages:
+        if not force and is_up_to_date(ctx, name):
+            log(f"[{name}] up to date, skipped (use --force to rerun)")
             continue
-        module = importlib.import_module(STAGES[stage])
+        spec = stage_spec(name)
         started = time.time()
-        rec: StageRecord = module.run(ctx)
-        rec.config_hash = stage_config_hash(cfg, stage)
+        rec: StageRecord = spec.run(ctx)
+        rec.config_hash = stage_config_hash(cfg, name)
         rec.wall_s = round(time.time() - started, 3)
+        vacuum_outputs(ctx, rec, spec.outputs)
         manifest.record(rec)
-        lines = module.summary_lines(rec) if hasattr(module, "summary_lines") else []
-        print_summary(rec, lines)
+        print_summary(rec, spec.summary(rec))
     return manifest
+
+
+def vacuum_outputs(ctx: StageContext, rec: StageRecord, names: tuple[str, ...]) -> None:
+    """Delete earlier versions' files of the tables a stage wrote (older than the retention).
+
+    VACUUM commits to the table's log (a new version, same rows), so a recorded
+    output signature is refreshed, or the next run would think the output changed.
+    A table that cannot be vacuumed (a workspace that forbids it) is reported,
+    not fatal: the stage's output is already committed.
+    """
+    hours = ctx.cfg.vacuum_retention_hours
+    if hours is None:
+        return
+    for name in names:
+        if not ctx.exists(name):
+            continue
+        before = ctx.signature(name)
+        try:
+            tables.vacuum(ctx.spark, ctx.location(name), hours)
+        except Exception as exc:  # Delta and Spark raise many kinds; none should undo a finished stage
+            log(f"[{rec.stage}] vacuum of {name} skipped: {str(exc).splitlines()[0][:200]}")
+        if rec.outputs.get(name) == before:
+            rec.outputs[name] = ctx.signature(name)
 
 
 def _output_dir(cfg: RunConfig) -> str:

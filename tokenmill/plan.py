@@ -23,10 +23,10 @@ import argparse
 import json
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from tokenmill.errors import UserError
+from tokenmill.gpus import GPUS  # the one table of peaks and prices (also read by the trainer and preflight)
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
 # Chinchilla's parametric loss L = E + A/N^alpha + B/D^beta, as refitted by
@@ -34,28 +34,6 @@ CHINCHILLA_TOKENS_PER_PARAM = 20
 # 20 tokens/param). Fitted on one data set and tokenizer: compare rows with
 # it, do not quote it as a prediction.
 LOSS_E, LOSS_A, LOSS_B, LOSS_ALPHA, LOSS_BETA = 1.8172, 482.01, 2085.43, 0.3478, 0.3658
-
-
-@dataclass(frozen=True)
-class Gpu:
-    peak_flops: float  # dense bf16 (fp16 on V100) tensor FLOP/s, no sparsity
-    usd_per_hour: float  # rough on-demand price; override with --usd-per-gpu-hour
-
-
-GPUS: dict[str, Gpu] = {
-    "v100": Gpu(125e12, 2.5),
-    "a10g": Gpu(70e12, 1.2),
-    "l4": Gpu(121e12, 0.8),
-    "l40s": Gpu(362e12, 2.0),
-    "a100": Gpu(312e12, 4.0),
-    "h100-pcie": Gpu(756e12, 5.0),
-    "h100": Gpu(989e12, 7.0),  # SXM; $7/hour is the published figure's rate
-    "h200": Gpu(989e12, 8.0),
-    "b200": Gpu(2250e12, 12.0),
-    "gb200": Gpu(2500e12, 14.0),
-    "mi250x": Gpu(383e12, 3.0),
-    "mi300x": Gpu(1307e12, 6.0),
-}
 
 DEFAULTS = {"gpu": "h100", "mfu": 0.4, "gpus": 512, "checkpoint_minutes": 5.0, "restart_minutes": 15.0,
             "failures_per_1000_gpu_days": 1.0}

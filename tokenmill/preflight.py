@@ -120,11 +120,11 @@ class Preflight:
         if not self.cfg.data.shards:
             return "fail", "no shards given: set data.shards in the config or pass --shards DIR"
         cache = Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir else self.cfg.run_path / "cache"
-        self.info = info = data.read_manifest(self.cfg.data.shards, cache)
+        self.info = info = data.read_dataset_info(self.cfg.data.shards, cache)
         if data.is_remote(info.root):
             return "warn", (f"dataset.json read from {info.root}; shard files are remote and were not "
                             f"checked here (run preflight where the shards are mounted to check them)")
-        from tokenmill.report import mds
+        from tokenmill.shards import reader as mds
 
         root = Path(data.local_path(info.root))
         notes = []
@@ -151,7 +151,7 @@ class Preflight:
         """Decode the first samples of the first and the last shard."""
         import numpy as np
 
-        from tokenmill.report import mds
+        from tokenmill.shards import reader as mds
 
         info = self.info
         seen: set[int] = set()
@@ -353,7 +353,7 @@ class Preflight:
         cfg, opts = self.cfg, self.options
         tokens = cfg.max_steps * cfg.global_batch_size * self.model_cfg.seq_len
         per_token = flops_per_token(self.model_cfg)
-        gpu = opts.gpu or _visible_gpu_kind(plan.GPUS)
+        gpu = opts.gpu or _visible_gpu_kind()
         assumed = "" if gpu else " (assumed: pass --gpu)"
         gpu = gpu or "h100"
         # 6 N D with N = FLOPs per token / 6: the trainer's own count, attention included.
@@ -486,19 +486,18 @@ def _full_state(model, optim) -> dict:
     return flat
 
 
-def _visible_gpu_kind(known: dict) -> Optional[str]:
+def _visible_gpu_kind() -> Optional[str]:
     try:
         import torch
 
         if not torch.cuda.is_available():
             return None
-        name = torch.cuda.get_device_name(0).lower()
+        name = torch.cuda.get_device_name(0)
     except Exception:
         return None
-    for key in sorted(known, key=len, reverse=True):  # "h100-pcie" before "h100"
-        if key.replace("-", " ") in name or key in name:
-            return key
-    return None
+    from tokenmill.gpus import gpu_for_device
+
+    return gpu_for_device(name)
 
 
 def _gb(n: float) -> str:

@@ -60,10 +60,6 @@ def has_delta(spark) -> bool:
         return False
 
 
-def on_databricks() -> bool:
-    return "DATABRICKS_RUNTIME_VERSION" in os.environ
-
-
 def _driver_memory() -> str:
     """A quarter of RAM, between 1 and 8 GiB: leaves room for Python workers."""
     try:

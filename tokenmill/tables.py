@@ -115,6 +115,52 @@ def write(df, location: str, *, replace_where: tuple[str, str] | None = None) ->
     return _write_offline(df, location)
 
 
+def vacuum(spark, location: str, retention_hours: float) -> int | None:
+    """Delete files no version newer than ``retention_hours`` ago needs; returns how many (None: unknown)."""
+    if not exists(spark, location):
+        return 0
+    if is_catalog_name(location) or has_delta(spark):
+        target = location if is_catalog_name(location) else f"delta.`{location}`"
+        check = "spark.databricks.delta.retentionDurationCheck.enabled"
+        previous = spark.conf.get(check, "true")
+        spark.conf.set(check, "false")  # a retention under a week is the caller's explicit choice
+        try:
+            spark.sql(f"VACUUM {target} RETAIN {retention_hours:g} HOURS")
+        finally:
+            spark.conf.set(check, previous)
+        return None
+    from deltalake import DeltaTable
+
+    root = Path(_local(location))
+    deleted = DeltaTable(str(root)).vacuum(retention_hours=int(retention_hours), dry_run=False,
+                                           enforce_retention_duration=False)
+    for folder in sorted((p for p in root.glob("part-*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):  # a write's folder whose files are all gone
+            folder.rmdir()
+    return len(deleted)
+
+
+def drop(spark, location: str) -> None:
+    """Remove a table (its files too, for a path); a missing table is fine.
+
+    A remote path that this session cannot delete is emptied instead: readers
+    then see no rows rather than an earlier run's.
+    """
+    if not exists(spark, location):
+        return
+    if is_catalog_name(location):
+        spark.sql(f"DROP TABLE IF EXISTS {location}")
+        return
+    local = _local(location)
+    if "://" not in local:
+        import shutil
+
+        shutil.rmtree(local)
+        return
+    empty = read(spark, location).limit(0)
+    write(empty, location)
+
+
 # --- offline: Spark writes Parquet, delta-rs commits ------------------------------
 
 

@@ -78,8 +78,11 @@ def replace(obj: T, overrides: dict[str, Any]) -> T:
             continue
         node = data
         parts = dotted.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node[part]
+            if not isinstance(node, dict):
+                section = ".".join(parts[: i + 1])
+                raise UserError(f"--set {dotted}: {section} is not a section (it holds a single value)")
         node[parts[-1]] = value
     return from_dict(type(obj), data)
 

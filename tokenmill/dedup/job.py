@@ -13,7 +13,6 @@ Phases, each ending in a table so it can be inspected and reused:
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
@@ -83,6 +82,12 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
     rows_in = tables.row_count(spark, ctx.location(INPUT))
     if not cfg.enabled:
         ctx.write(clean, OUTPUT)
+        # An earlier, enabled run's tables and rejects no longer describe this output.
+        for name in (CLUSTERS, SIGNATURES):
+            tables.drop(spark, ctx.location(name))
+        no_rejects = clean.select("id", "source", F.lit(STAGE).alias("stage"), F.lit("").alias("reason"),
+                                  F.lit("").alias("sample")).limit(0)
+        ctx.write_rejects(no_rejects, STAGE)
         return StageRecord(STAGE, rows_in, rows_in, inputs=inputs,
                            outputs={OUTPUT: ctx.signature(OUTPUT)}, extra={"enabled": False})
     check_unique_ids(clean)
@@ -179,9 +184,11 @@ def summary_lines(rec: StageRecord) -> list[str]:
     return lines
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pipeline.add_stage_arguments(parser, inputs=False)
-
-
-def main(args: argparse.Namespace) -> int:
-    return pipeline.run_command(args, [STAGE])
+STAGE_SPEC = pipeline.StageSpec(
+    name=STAGE,
+    inputs=(INPUT,),
+    outputs=(OUTPUT, CLUSTERS, SIGNATURES, pipeline.REJECTS),
+    run=run,
+    summary=summary_lines,
+)
+add_arguments, main = STAGE_SPEC.add_arguments, STAGE_SPEC.main  # the `tokenmill dedup` command

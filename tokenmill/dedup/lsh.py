@@ -5,8 +5,8 @@
 * ``bucket_edges``: each (band, bucket) links its members to the bucket's
   smallest id (a star), so a bucket of k documents gives k-1 edges, never
   k*(k-1)/2.
-* ``verify_edges``: keeps an edge only when the two signatures agree on at
-  least the verify threshold (datasketch ``MinHash.jaccard``).
+* ``pair_jaccard``: each candidate edge with the estimated Jaccard of its two
+  signatures (datasketch ``MinHash.jaccard``), for the verify threshold.
 """
 
 from __future__ import annotations
@@ -130,8 +130,3 @@ def pair_jaccard(pairs: DataFrame, sigs: DataFrame, cfg: DedupConfig, a: str = "
 
     return joined.mapInArrow(batches, out_schema)
 
-
-def verify_edges(edges: DataFrame, sigs: DataFrame, cfg: DedupConfig) -> DataFrame:
-    """Candidate edges whose estimated Jaccard reaches the verify threshold."""
-    scored = pair_jaccard(edges, sigs, cfg)
-    return scored.where(F.col("jaccard") >= F.lit(cfg.min_jaccard - 1e-9)).select("src", "dst")

@@ -17,14 +17,36 @@ import json
 import re
 import unicodedata
 from functools import lru_cache
+from typing import NamedTuple, Optional
 
 from tokenmill.config import to_dict
 from tokenmill.etl.config import EtlConfig
-from tokenmill.etl.filters import bad_words_regex, judge, load_bad_words
+from tokenmill.etl.filters import Reason, bad_words_regex, judge, load_bad_words
 
-CLEAN_SCHEMA = ("id string, source string, text string, meta string, n_chars int, n_words int, "
-                "quality double, reason string, sample string, pii map<string,int>")
-CLEAN_COLUMNS = ["id", "source", "text", "meta", "n_chars", "n_words", "quality"]
+
+class CleanRow(NamedTuple):
+    """One output row of ``clean_and_redact``: the single definition of its shape."""
+
+    id: Optional[str]
+    source: Optional[str]
+    text: Optional[str]  # cleaned and PII-free; None for a dropped row
+    meta: Optional[str]
+    n_chars: int
+    n_words: int
+    quality: float
+    reason: Optional[str]  # None: kept
+    sample: Optional[str]  # PII-free head of a dropped row
+    pii: Optional[dict]  # placeholders written, by entity type
+
+
+# Spark type of each CleanRow field, in order.
+CLEAN_TYPES = {"id": "string", "source": "string", "text": "string", "meta": "string", "n_chars": "int",
+               "n_words": "int", "quality": "double", "reason": "string", "sample": "string",
+               "pii": "map<string,int>"}
+assert tuple(CLEAN_TYPES) == CleanRow._fields
+CLEAN_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in CLEAN_TYPES.items())
+# The columns of tables/clean: a kept row without its verdict.
+CLEAN_COLUMNS = [name for name in CleanRow._fields if name not in ("reason", "sample", "pii")]
 
 # C0 and C1 controls except tab and newline (CR is folded into newline first).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -102,19 +124,20 @@ class Cleaner:
         head = text[: self.cfg.reject_sample_chars * 2]
         return self.redactor.redact(head)[0][: self.cfg.reject_sample_chars]
 
-    def row(self, doc_id, source, text, meta) -> tuple:
-        """One output row (CLEAN_SCHEMA order) for one document."""
+    def row(self, doc_id, source, text, meta) -> CleanRow:
+        """One output row for one document."""
         preset = row_preset(meta, self.cfg.preset)
         if text is None:
-            return (doc_id, source, None, meta, 0, 0, 0.0, "null_text", "", None)
+            return CleanRow(doc_id, source, None, meta, n_chars=0, n_words=0, quality=0.0, reason=Reason.NULL_TEXT,
+                            sample="", pii=None)
         text = normalize(text, preset, self.cfg.fix_text)
         verdict = judge(text, preset, self.cfg.filters, self.bad_words)
         if verdict.reason is not None:
-            return (doc_id, source, None, meta, len(text), verdict.n_words, 0.0, verdict.reason,
-                    self.sample(text), None)
+            return CleanRow(doc_id, source, None, meta, n_chars=len(text), n_words=verdict.n_words, quality=0.0,
+                            reason=verdict.reason, sample=self.sample(text), pii=None)
         redacted, counts = self.redactor.redact(text)
-        return (doc_id, source, redacted, meta, len(redacted), verdict.n_words, verdict.quality, None, None,
-                counts or None)
+        return CleanRow(doc_id, source, redacted, meta, n_chars=len(redacted), n_words=verdict.n_words,
+                        quality=verdict.quality, reason=None, sample=None, pii=counts or None)
 
 
 _CLEANERS: dict[str, Cleaner] = {}
@@ -128,18 +151,23 @@ def cleaner(cfg: EtlConfig) -> Cleaner:
     return _CLEANERS[key]
 
 
-def _to_batch(rows: list[tuple]):
+def _arrow_type(kind: str):
     import pyarrow as pa
 
-    cols = list(zip(*rows)) if rows else [[] for _ in range(10)]
-    pii = [None if c is None else list(c.items()) for c in cols[9]]
-    return pa.RecordBatch.from_arrays(
-        [pa.array(cols[0], pa.string()), pa.array(cols[1], pa.string()), pa.array(cols[2], pa.string()),
-         pa.array(cols[3], pa.string()), pa.array(cols[4], pa.int32()), pa.array(cols[5], pa.int32()),
-         pa.array(cols[6], pa.float64()), pa.array(cols[7], pa.string()), pa.array(cols[8], pa.string()),
-         pa.array(pii, pa.map_(pa.string(), pa.int32()))],
-        names=["id", "source", "text", "meta", "n_chars", "n_words", "quality", "reason", "sample", "pii"],
-    )
+    simple = {"string": pa.string(), "int": pa.int32(), "double": pa.float64()}
+    return simple[kind] if kind in simple else pa.map_(pa.string(), pa.int32())
+
+
+def _to_batch(rows: list[CleanRow]):
+    import pyarrow as pa
+
+    columns = list(zip(*rows)) if rows else [[] for _ in CleanRow._fields]
+    arrays = []
+    for (name, kind), values in zip(CLEAN_TYPES.items(), columns):
+        if kind.startswith("map<"):
+            values = [None if v is None else list(v.items()) for v in values]
+        arrays.append(pa.array(values, _arrow_type(kind)))
+    return pa.RecordBatch.from_arrays(arrays, names=list(CleanRow._fields))
 
 
 def clean_and_redact(df, cfg: EtlConfig):

@@ -21,8 +21,32 @@ from dataclasses import dataclass
 from functools import lru_cache
 from operator import mul
 from pathlib import Path
+from typing import Any, Callable
 
 from tokenmill.etl.config import FilterConfig
+
+class Reason:
+    """Why a document is dropped: the reason strings counted in the manifest and written to rejects."""
+
+    EMPTY = "empty"
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    GOPHER_MEAN_WORD_LENGTH = "gopher_mean_word_length"
+    GOPHER_SYMBOL_RATIO = "gopher_symbol_ratio"
+    GOPHER_BULLET_LINES = "gopher_bullet_lines"
+    GOPHER_ELLIPSIS_LINES = "gopher_ellipsis_lines"
+    GOPHER_ALPHA_WORDS = "gopher_alpha_words"
+    GOPHER_STOP_WORDS = "gopher_stop_words"
+    GOPHER_DUP_LINES = "gopher_dup_lines"
+    GOPHER_DUP_LINE_CHARS = "gopher_dup_line_chars"
+    GOPHER_DUP_PARAS = "gopher_dup_paras"
+    GOPHER_DUP_PARA_CHARS = "gopher_dup_para_chars"
+    GOPHER_TOP_NGRAM = "gopher_top_ngram"
+    BAD_WORDS = "bad_words"
+    CODE_LONG_LINES = "code_long_lines"
+    CODE_LOW_ALNUM = "code_low_alnum"
+    NULL_TEXT = "null_text"  # no text at all (clean)
+
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 BULLETS = ("\u2022", "\u2023", "\u25aa", "\u25e6", "\u00b7", "-", "*", "\u2013", "\u2043", "\u25cf")
@@ -98,88 +122,119 @@ def top_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float
     return count * sum(len(w) for w in gram) / total_chars
 
 
+class _Prose:
+    """What the prose rules measure. Figures other than the word count are
+    computed on first use (``_PROSE_FIGURES``): a document dropped by an early
+    rule never pays for the later, costlier ones."""
+
+    def __init__(self, text: str, bad_words: re.Pattern | None):
+        self.text = text
+        self.bad_words = bad_words
+        self.n_chars = len(text)
+        self.words = text.split()
+        self.n = len(self.words)
+        self.ngram: dict[int, float] = {}  # top n-gram character fraction, for the n counted
+
+    def __getattr__(self, name: str):  # only called for a figure not computed yet
+        try:
+            compute = _PROSE_FIGURES[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        value = self.__dict__[name] = compute(self)
+        return value
+
+    def top_ngram_over(self, limits: dict[int, float]) -> bool:
+        # An n-gram's character share is at most n x top_word, so most documents skip
+        # the n-gram counts (the costliest rule) without changing a verdict.
+        for k, limit in sorted(limits.items()):
+            if k * self.top_word <= limit:
+                continue
+            self.ngram[k] = top_ngram_char_fraction(self.lower, k, self.word_chars)
+            if self.ngram[k] > limit:
+                return True
+        return False
+
+    def quality(self) -> float:
+        top2 = self.ngram.get(2, min(1.0, 2 * self.top_word))
+        stop_hits = sum(self.unigrams[w] for w in STOP_WORDS)
+        quality = (self.alpha + (1.0 - self.dup_lines[1]) + (1.0 - top2) + min(1.0, self.n / 500)
+                   + min(1.0, stop_hits / self.n / 0.1)) / 5
+        return round(min(1.0, max(0.0, quality)), 4)
+
+
+_PROSE_FIGURES: dict[str, Callable[[_Prose], Any]] = {
+    "word_chars": lambda p: sum(map(len, p.words)),
+    "lines": lambda p: [ln for ln in map(str.strip, p.text.split("\n")) if ln],
+    "n_lines": lambda p: max(1, len(p.lines)),
+    "alpha": lambda p: 1.0 - len(_NO_LETTER_WORD.findall(p.text)) / p.n,  # share of words with a letter
+    "low": lambda p: p.text.lower(),
+    "lower": lambda p: p.low.split(),
+    "unigrams": lambda p: Counter(p.lower),
+    "dup_lines": lambda p: _dup_fractions(p.lines),
+    "dup_paras": lambda p: _dup_fractions([q.strip() for q in _PARAGRAPHS.split(p.text) if q.strip()]),
+    # the largest count x length of one word, over all word characters
+    "top_word": lambda p: max(map(mul, p.unigrams.values(), map(len, p.unigrams))) / p.word_chars,
+}
+
+
+def _too_many_bad_words(p: _Prose, fc: FilterConfig) -> bool:
+    if p.bad_words is None or not fc.bad_words or not _may_hold(p.low, p.bad_words):
+        return False
+    return sum(1 for _ in p.bad_words.finditer(p.text)) > fc.max_bad_words
+
+
+# The prose rules, in the order they are tried: (reason, does the document break it?).
+PROSE_RULES: tuple[tuple[str, Callable[[_Prose, FilterConfig], bool]], ...] = (
+    (Reason.TOO_SHORT, lambda p, fc: p.n_chars < fc.min_chars or p.n < fc.min_words),
+    (Reason.TOO_LONG, lambda p, fc: p.n_chars > fc.max_chars or p.n > fc.max_words),
+    (Reason.GOPHER_MEAN_WORD_LENGTH,
+     lambda p, fc: not fc.min_mean_word_length <= p.word_chars / p.n <= fc.max_mean_word_length),
+    (Reason.GOPHER_SYMBOL_RATIO,
+     lambda p, fc: (p.text.count("#") + p.text.count("...") + p.text.count("\u2026")) / p.n
+     > fc.max_symbol_word_ratio),
+    (Reason.GOPHER_BULLET_LINES,
+     lambda p, fc: sum(ln.startswith(BULLETS) for ln in p.lines) / p.n_lines > fc.max_bullet_lines_fraction),
+    (Reason.GOPHER_ELLIPSIS_LINES,
+     lambda p, fc: sum(ln.endswith(ELLIPSES) for ln in p.lines) / p.n_lines > fc.max_ellipsis_lines_fraction),
+    (Reason.GOPHER_ALPHA_WORDS, lambda p, fc: p.alpha < fc.min_alpha_words_fraction),
+    (Reason.GOPHER_STOP_WORDS, lambda p, fc: sum(1 for w in STOP_WORDS if w in p.unigrams) < fc.min_stop_words),
+    (Reason.GOPHER_DUP_LINES, lambda p, fc: p.dup_lines[0] > fc.max_dup_line_fraction),
+    (Reason.GOPHER_DUP_LINE_CHARS, lambda p, fc: p.dup_lines[1] > fc.max_dup_line_char_fraction),
+    (Reason.GOPHER_DUP_PARAS, lambda p, fc: p.dup_paras[0] > fc.max_dup_para_fraction),
+    (Reason.GOPHER_DUP_PARA_CHARS, lambda p, fc: p.dup_paras[1] > fc.max_dup_para_char_fraction),
+    (Reason.GOPHER_TOP_NGRAM, lambda p, fc: p.top_ngram_over(fc.max_top_ngram_char_fraction)),
+    (Reason.BAD_WORDS, _too_many_bad_words),
+)
+
+
 def judge_prose(text: str, fc: FilterConfig, bad_words: re.Pattern | None = None) -> Verdict:
-    """Verdict for prose: length, Gopher quality and repetition rules, bad words."""
-    n_chars = len(text)
-    if n_chars == 0 or text.isspace():
-        return Verdict("empty", 0.0, 0)
-    words = text.split()
-    n = len(words)
-    if n_chars < fc.min_chars or n < fc.min_words:
-        return Verdict("too_short", 0.0, n)
-    if n_chars > fc.max_chars or n > fc.max_words:
-        return Verdict("too_long", 0.0, n)
-    word_chars = sum(map(len, words))
-    mean_len = word_chars / n
-    if not fc.min_mean_word_length <= mean_len <= fc.max_mean_word_length:
-        return Verdict("gopher_mean_word_length", 0.0, n)
-    symbols = text.count("#") + text.count("...") + text.count("\u2026")
-    if symbols / n > fc.max_symbol_word_ratio:
-        return Verdict("gopher_symbol_ratio", 0.0, n)
-    lines = [ln for ln in map(str.strip, text.split("\n")) if ln]
-    n_lines = max(1, len(lines))
-    if sum(ln.startswith(BULLETS) for ln in lines) / n_lines > fc.max_bullet_lines_fraction:
-        return Verdict("gopher_bullet_lines", 0.0, n)
-    if sum(ln.endswith(ELLIPSES) for ln in lines) / n_lines > fc.max_ellipsis_lines_fraction:
-        return Verdict("gopher_ellipsis_lines", 0.0, n)
-    alpha = 1.0 - len(_NO_LETTER_WORD.findall(text)) / n
-    if alpha < fc.min_alpha_words_fraction:
-        return Verdict("gopher_alpha_words", 0.0, n)
-    low = text.lower()
-    lower = low.split()
-    unigrams = Counter(lower)
-    stop_hits = sum(unigrams[w] for w in STOP_WORDS)
-    if sum(1 for w in STOP_WORDS if w in unigrams) < fc.min_stop_words:
-        return Verdict("gopher_stop_words", 0.0, n)
-    dup_lines, dup_line_chars = _dup_fractions(lines)
-    if dup_lines > fc.max_dup_line_fraction:
-        return Verdict("gopher_dup_lines", 0.0, n)
-    if dup_line_chars > fc.max_dup_line_char_fraction:
-        return Verdict("gopher_dup_line_chars", 0.0, n)
-    paras = [p.strip() for p in _PARAGRAPHS.split(text) if p.strip()]
-    dup_paras, dup_para_chars = _dup_fractions(paras)
-    if dup_paras > fc.max_dup_para_fraction:
-        return Verdict("gopher_dup_paras", 0.0, n)
-    if dup_para_chars > fc.max_dup_para_char_fraction:
-        return Verdict("gopher_dup_para_chars", 0.0, n)
-    # An n-gram's character share is at most n x the largest count*length of one word,
-    # so most documents skip the n-gram counts (the costliest rule) without changing a verdict.
-    top_word = max(map(mul, unigrams.values(), map(len, unigrams))) / word_chars
-    top2 = min(1.0, 2 * top_word)
-    for k, limit in sorted(fc.max_top_ngram_char_fraction.items()):
-        if k * top_word <= limit:
-            continue
-        frac = top_ngram_char_fraction(lower, k, word_chars)
-        if k == 2:
-            top2 = frac
-        if frac > limit:
-            return Verdict("gopher_top_ngram", 0.0, n)
-    if bad_words is not None and fc.bad_words and _may_hold(low, bad_words):
-        hits = sum(1 for _ in bad_words.finditer(text))
-        if hits > fc.max_bad_words:
-            return Verdict("bad_words", 0.0, n)
-    quality = (alpha + (1.0 - dup_line_chars) + (1.0 - top2) + min(1.0, n / 500)
-               + min(1.0, stop_hits / n / 0.1)) / 5
-    return Verdict(None, round(min(1.0, max(0.0, quality)), 4), n)
+    """Verdict for prose: length, Gopher quality and repetition rules, bad words (``PROSE_RULES``)."""
+    if not text or text.isspace():
+        return Verdict(Reason.EMPTY, 0.0, 0)
+    p = _Prose(text, bad_words)
+    for reason, breaks in PROSE_RULES:
+        if breaks(p, fc):
+            return Verdict(reason, 0.0, p.n)
+    return Verdict(None, p.quality(), p.n)
 
 
 def judge_code(text: str, fc: FilterConfig) -> Verdict:
     """Verdict for source code: length, minified (very long lines), mostly non-alphanumeric."""
     n_chars = len(text)
     if n_chars == 0 or text.isspace():
-        return Verdict("empty", 0.0, 0)
+        return Verdict(Reason.EMPTY, 0.0, 0)
     n = len(text.split())
     if n_chars < max(fc.min_chars, fc.code_min_chars):
-        return Verdict("too_short", 0.0, n)
+        return Verdict(Reason.TOO_SHORT, 0.0, n)
     if n_chars > fc.max_chars:
-        return Verdict("too_long", 0.0, n)
+        return Verdict(Reason.TOO_LONG, 0.0, n)
     lines = text.split("\n")
     if max(map(len, lines)) > fc.code_max_line_length:
-        return Verdict("code_long_lines", 0.0, n)
+        return Verdict(Reason.CODE_LONG_LINES, 0.0, n)
     non_space = n_chars - sum(text.count(c) for c in " \t\n")
     alnum = (n_chars - len(_ALNUM.sub("", text))) / max(1, non_space)
     if alnum < fc.code_min_alnum_fraction:
-        return Verdict("code_low_alnum", 0.0, n)
+        return Verdict(Reason.CODE_LOW_ALNUM, 0.0, n)
     stripped = [ln.strip() for ln in lines if ln.strip()]
     _, dup_chars = _dup_fractions(stripped)
     quality = (min(1.0, alnum) + (1.0 - dup_chars) + min(1.0, len(stripped) / 20)) / 3

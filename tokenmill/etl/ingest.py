@@ -108,7 +108,7 @@ def plan_input(spec: InputSpec, cfg: EtlConfig) -> tuple[list[FileTask], list[st
     code_ext = tuple(cfg.ingest.text_extensions_code)
     for f in files:
         kind = fmt if fmt != "auto" else file_format(f.name)
-        rel = str(f.relative_to(root.parent)) if root.parent != root else f.name
+        rel = relative_location(root, f)
         if kind == "parquet":
             parquet.append(str(f.resolve()))
             continue
@@ -117,6 +117,16 @@ def plan_input(spec: InputSpec, cfg: EtlConfig) -> tuple[list[FileTask], list[st
             preset = "code"
         tasks.append(FileTask(str(f.resolve()), rel, kind, source, spec.text_field, spec.id_field, preset))
     return tasks, parquet, ""
+
+
+def relative_location(root: Path, file: Path) -> str:
+    """Where a file is recorded (meta, ids, rejects): its path from the input folder's parent."""
+    return str(file.relative_to(root.parent)) if root.parent != root else file.name
+
+
+def input_root(spec: InputSpec) -> Path:
+    p = Path(spec.path.removeprefix("file://"))
+    return p.parent if p.is_file() else p
 
 
 # --- reading files in Python tasks ----------------------------------------------------
@@ -275,10 +285,19 @@ def read_task(task: FileTask, max_bytes: int, invalid_utf8: str) -> Iterator[tup
     reader = read_jsonl if task.fmt == "jsonl" else read_text_file
     try:
         yield from reader(task, max_bytes, invalid_utf8)
-    except (OSError, EOFError, ValueError) as exc:
-        # A truncated .gz/.zst or unreadable file: one reject for the rest of the file.
+    except _read_errors() as exc:
+        # A truncated or corrupt .gz/.zst, or an unreadable file: one reject for the rest of the file.
         reason = "unreadable_file"
         yield (stable_id(task.rel, str(exc)), task.source, None, None, None, reason, f"{task.rel}: {exc}"[:SAMPLE_BYTES])
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged file raises: OS errors, truncation, zlib's and zstandard's own errors."""
+    import zlib
+
+    import zstandard
+
+    return (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
 
 
 def _rows_to_batch(rows: list[tuple]):
@@ -339,13 +358,17 @@ def read_files(spark, tasks: list[FileTask], cfg: EtlConfig):
 # --- tables (Parquet, Delta, catalog) --------------------------------------------------
 
 
-def from_table(df, spec: InputSpec, cfg: EtlConfig, location: str):
-    """Map a DataFrame input onto the raw schema: text/id fields, meta as JSON, rejects."""
+def from_table(df, spec: InputSpec, cfg: EtlConfig, location: str, root: Path | None = None):
+    """Map a DataFrame input onto the raw schema: text/id fields, meta as JSON, rejects.
+
+    A row without an id gets one from the input, the file it came from and its
+    position in that file (``root``: the folder Parquet files are named from;
+    None for tables, whose file names are unique), so equal texts get distinct
+    ids that a rerun or another partitioning gives again.
+    """
     from pyspark.sql import functions as F
 
-    if spec.text_field not in df.columns:
-        raise UserError(f"input {spec.path}: no column {spec.text_field!r} (columns: {', '.join(df.columns)}); "
-                        f"set text_field for this input")
+    check_text_column(df, spec)
     source = source_label(spec)
     text = F.col(spec.text_field).cast("string")
     others = [c for c in df.columns if c not in (spec.text_field, spec.id_field)]
@@ -357,7 +380,8 @@ def from_table(df, spec: InputSpec, cfg: EtlConfig, location: str):
     else:
         meta = F.lit("{}")
     meta = _with_preset(meta, spec.preset)
-    derived = F.substring(F.sha2(F.concat_ws("\u0000", F.lit(location), text), 256), 1, 20)
+    df, position = _with_row_position(df, root, text, meta)
+    derived = F.substring(F.sha2(F.concat_ws("\u0000", F.lit(location), position, text), 256), 1, 20)
     doc_id = F.coalesce(F.col(spec.id_field).cast("string"), derived) if spec.id_field in df.columns else derived
     reason = (F.when(text.isNull(), F.lit("null_text"))
               .when(F.octet_length(text) > cfg.ingest.max_doc_bytes, F.lit("too_long")))
@@ -369,6 +393,63 @@ def from_table(df, spec: InputSpec, cfg: EtlConfig, location: str):
         F.when(reason.isNull(), F.length(text)).cast("int").alias("n_chars"),
         reason.alias("reason"), sample.alias("sample"),
     )
+
+
+def check_text_column(df, spec: InputSpec) -> None:
+    """The text field exists and holds strings; anything else is a config mistake, said in one line."""
+    if spec.text_field not in df.columns:
+        raise UserError(f"input {spec.path}: no column {spec.text_field!r} (columns: {', '.join(df.columns)}); "
+                        f"set text_field for this input")
+    kind = df.schema[spec.text_field].dataType.simpleString()
+    if kind != "string" and not kind.startswith(("varchar", "char")):
+        strings = [f.name for f in df.schema.fields if f.dataType.simpleString() == "string"]
+        raise UserError(f"input {spec.path}: column {spec.text_field!r} holds {kind}, not text; set text_field "
+                        f"to a string column ({', '.join(strings) or 'there is none'})")
+
+
+def _with_row_position(df, root: Path | None, text, meta):
+    """(df, a string column naming each row's file and position in it).
+
+    Parquet and Delta readers expose ``_metadata.file_path``/``row_index``.
+    Where a source does not (a view), equal rows are numbered instead: rows
+    with the same text and meta are interchangeable, so any order gives the
+    same set of ids.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    try:
+        located = df.withColumn("__file", F.col("_metadata.file_path")).withColumn("__row", F.col("_metadata.row_index"))
+        located.schema  # analysed now, so a source without these columns fails here
+    except Exception:
+        numbered = df.withColumn("__row", F.row_number().over(Window.partitionBy(text).orderBy(meta)))
+        return numbered, F.concat(F.lit("#"), F.col("__row").cast("string"))
+    df = located
+    path = F.regexp_replace(F.col("__file"), r"^file:/*", "/")
+    if root is None:
+        name = F.element_at(F.split(path, "/"), -1)
+    else:
+        prefix = "^\\Q" + str(root.resolve().parent).rstrip("/") + "/\\E"
+        name = F.regexp_replace(path, prefix, "")
+    return df, F.concat(name, F.lit(":"), F.col("__row").cast("string"))
+
+
+def check_parquet_files(spec: InputSpec, paths: list[str]) -> tuple[list[str], list[tuple]]:
+    """(readable Parquet files, one unreadable_file reject per file whose footer cannot be read)."""
+    import pyarrow.parquet as pq
+
+    readable, rejects = [], []
+    root = input_root(spec).resolve()
+    for path in paths:
+        try:
+            pq.read_metadata(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... on a damaged file
+            rel = relative_location(root, Path(path))
+            rejects.append((stable_id(rel, str(exc)), source_label(spec), None, None, None, "unreadable_file",
+                            f"{rel}: {exc}"[:SAMPLE_BYTES]))
+        else:
+            readable.append(path)
+    return readable, rejects
 
 
 def _with_preset(meta, preset: str | None):
@@ -391,8 +472,11 @@ def ingest(spark, specs: tuple[InputSpec, ...], cfg: EtlConfig):
             frames.append(from_table(spark.table(spec.path), spec, cfg, spec.path))
         elif kind == "delta":
             frames.append(from_table(tables.read(spark, spec.path.removeprefix("file://")), spec, cfg, spec.path))
-        if parquet:
-            frames.append(from_table(spark.read.parquet(*parquet), spec, cfg, spec.path))
+        readable, rejects = check_parquet_files(spec, parquet)
+        if readable:
+            frames.append(from_table(spark.read.parquet(*readable), spec, cfg, spec.path, input_root(spec)))
+        if rejects:
+            frames.append(spark.createDataFrame(rejects, RAW_SCHEMA))
     if tasks:
         frames.append(read_files(spark, tasks, cfg))
     if not frames:

@@ -9,14 +9,14 @@ rows_out = rows in ``clean``, dropped = ingest and clean rejects by reason;
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from tokenmill import pipeline
 from tokenmill.etl.clean import CLEAN_COLUMNS, clean_and_redact, redact_samples
 from tokenmill.etl.ingest import ingest, input_bytes, plan_input
+from tokenmill.facts import EtlFacts
 from tokenmill.manifest import StageRecord
-from tokenmill.progress import SparkProgress, human_bytes, log
+from tokenmill.progress import SparkProgress, human_bytes
 
 STAGE = "etl"
 PARTITION_CHARS = 16_000_000
@@ -82,15 +82,15 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
         stage=STAGE, rows_in=n_raw, rows_out=n_clean, dropped=dropped,
         inputs=inputs,
         outputs={name: ctx.signature(name) for name in ("documents", "clean", "rejects")},
-        extra={
-            "ingest": {"rows_in": n_raw, "rows_out": n_docs, "dropped": ingest_dropped},
-            "clean": {"rows_in": n_docs, "rows_out": n_clean, "dropped": clean_dropped},
-            "pii": dict(sorted(pii.items())),
-            "text_bytes": int(text_bytes),
-            "mb_per_s": round(text_bytes / 1e6 / max(wall, 1e-9), 3),
-            "partitions": parts,
-            "versions": {"documents": v_documents, "clean": v_clean, "rejects": v_rejects},
-        },
+        extra=EtlFacts(
+            ingest={"rows_in": n_raw, "rows_out": n_docs, "dropped": ingest_dropped},
+            clean={"rows_in": n_docs, "rows_out": n_clean, "dropped": clean_dropped},
+            pii=dict(sorted(pii.items())),
+            text_bytes=int(text_bytes),
+            mb_per_s=round(text_bytes / 1e6 / max(wall, 1e-9), 3),
+            partitions=parts,
+            versions={"documents": v_documents, "clean": v_clean, "rejects": v_rejects},
+        ).to_extra(),
     )
 
 
@@ -108,13 +108,12 @@ def summary_lines(rec: StageRecord) -> list[str]:
     return lines
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pipeline.add_stage_arguments(parser, inputs=True)
-
-
-def main(args: argparse.Namespace) -> int:
-    return pipeline.run_command(args, [STAGE])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    log("run as: tokenmill etl --input PATH --output OUT")
+STAGE_SPEC = pipeline.StageSpec(
+    name=STAGE,
+    inputs=(),
+    outputs=("documents", "clean", pipeline.REJECTS),
+    run=run,
+    summary=summary_lines,
+    raw_inputs=True,
+)
+add_arguments, main = STAGE_SPEC.add_arguments, STAGE_SPEC.main  # the `tokenmill etl` command

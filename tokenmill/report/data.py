@@ -166,66 +166,31 @@ def drops(manifest: Manifest) -> Section:
     return Section(rows)
 
 
-def _find_counts(value: Any, key_hint: str) -> Optional[dict[str, int]]:
-    """The first {name: count} mapping found under a key containing ``key_hint``."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key_hint in str(key).lower() and _is_counts(item):
-                return {str(k): int(v) for k, v in item.items()}
-        for item in value.values():
-            found = _find_counts(item, key_hint)
-            if found is not None:
-                return found
-    return None
-
-
-def _is_counts(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and bool(value)
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
-    )
-
-
 def pii_by_type(manifest: Manifest, t: Tables) -> Section:
-    """PII replaced, by entity type: etl's record (extra, any key naming 'pii')."""
+    """PII replaced, by entity type: etl's record (``extra["pii"]``)."""
     rec = manifest.stages.get("etl")
     if rec is None:
         return Section(missing="etl has not run")
-    if rec.extra.get("pii") == {}:
-        return Section({})  # etl looked and found none
-    counts = _find_counts(rec.extra, "pii")
-    if counts is None:
+    counts = rec.extra.get("pii")  # EtlFacts.pii
+    if not isinstance(counts, dict):
         return Section(missing="etl's manifest record has no PII counts by type")
-    return Section(dict(sorted(counts.items(), key=lambda kv: -kv[1])))
-
-
-CLUSTER_ID_COLUMNS = ("cluster_id", "cluster", "component", "component_id", "root")
-CLUSTER_SIZE_COLUMNS = ("size", "cluster_size", "n_docs", "members")
+    return Section(dict(sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: -kv[1])))
 
 
 def cluster_sizes(manifest: Manifest, t: Tables) -> Section:
-    """Histogram {cluster size: number of clusters} from tables/dup_clusters."""
+    """Histogram {cluster size: number of clusters} from tables/dup_clusters (one row per member)."""
     if "dedup" not in manifest.stages:
         return Section(missing="dedup has not run")
     if not t.exists("dup_clusters"):
-        counts = _find_counts(manifest.stages["dedup"].extra, "cluster")
+        counts = manifest.stages["dedup"].extra.get("cluster_size_histogram")
         if counts:
-            return Section({int(k): v for k, v in counts.items() if str(k).isdigit()} or None)
+            return Section({int(k): int(v) for k, v in counts.items()})
         return Section(missing="no dup_clusters table")
-    from pyspark.sql import functions as F
-
     df = t.read("dup_clusters")
-    size_col = next((c for c in CLUSTER_SIZE_COLUMNS if c in df.columns), None)
-    id_col = next((c for c in CLUSTER_ID_COLUMNS if c in df.columns), None)
-    if id_col is not None and size_col is None:
-        sizes = df.groupBy(id_col).agg(F.count(F.lit(1)).alias("size"))
-    elif size_col is not None:
-        sizes = (df.select(id_col, size_col).distinct() if id_col else df).select(F.col(size_col).alias("size"))
-    else:
-        return Section(missing=f"dup_clusters has no cluster id or size column (columns: {df.columns})")
-    hist = sizes.groupBy("size").count().collect()
-    return Section({int(r["size"]): int(r["count"]) for r in sorted(hist, key=lambda r: r["size"])})
+    if not {"cluster_id", "cluster_size"} <= set(df.columns):
+        return Section(missing=f"dup_clusters lacks cluster_id or cluster_size (columns: {df.columns})")
+    hist = df.select("cluster_id", "cluster_size").distinct().groupBy("cluster_size").count().collect()
+    return Section({int(r["cluster_size"]): int(r["count"]) for r in sorted(hist, key=lambda r: r["cluster_size"])})
 
 
 def _log2_histogram(df, column) -> dict[int, int]:
@@ -253,25 +218,13 @@ def doc_lengths(t: Tables) -> Section:
     return Section(from_tables)
 
 
-TOKEN_COUNT_COLUMNS = ("n_tokens", "doc_tokens", "num_tokens")
-
-
 def token_lengths(manifest: Manifest, t: Tables, shards_dir: Path) -> Section:
-    """Tokens per document: a per-document token count column in a tokenize table,
-    else the document lengths implied by EOS positions in the packed sequences."""
+    """Tokens per document, from the distances between EOS tokens in the packed sequences."""
     if "tokenize" not in manifest.stages:
         return Section(missing="tokenize has not run")
-    from pyspark.sql import functions as F
-
-    for name in ("tokenized", "tokens", "deduped", "sequences"):
-        if t.exists(name):
-            df = t.read(name)
-            column = next((c for c in TOKEN_COUNT_COLUMNS if c in df.columns), None)
-            if column and name != "sequences":
-                return Section({"source": f"{name}.{column}", "hist": _log2_histogram(df, F.col(column))})
     info = _dataset_json(shards_dir)
     if info is None or not t.exists("sequences"):
-        return Section(missing="no per-document token counts and no sequences table with dataset.json")
+        return Section(missing="no sequences table with dataset.json")
     hist = _eos_span_histogram(t.read("sequences"), int(info["eos_id"]))
     if not hist:
         return Section(missing="no EOS token in tables/sequences")
@@ -340,7 +293,7 @@ def shuffle_quality(shards_dir: Path, t: Tables, manifest: Optional[Manifest] = 
     train = shards_dir / "train"
     if not (train / "index.json").is_file():
         return Section(missing=f"no shards at {shards_dir} (the shards stage has not run)")
-    from tokenmill.report.mds import iter_split
+    from tokenmill.shards.reader import iter_split
 
     seq_ids, sources = [], []
     for row in iter_split(train, limit=SHUFFLE_SAMPLES):

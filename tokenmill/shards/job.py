@@ -23,7 +23,6 @@ they are written, and dataset.json goes up last.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,6 +35,7 @@ import numpy as np
 
 from tokenmill import pipeline, tables
 from tokenmill.errors import UserError
+from tokenmill.facts import TokenizeFacts
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, human_bytes, log
 from tokenmill.shards import mds
@@ -61,15 +61,14 @@ def locations(ctx) -> tuple[Path, str | None]:
     return Path(target.removeprefix("file://")), None
 
 
-def tokenize_facts(ctx) -> dict:
-    rec = ctx.manifest.stages.get("tokenize")
-    if rec is None:
-        raise UserError("no tokenize record in the manifest: run `tokenmill tokenize` first")
+def tokenize_facts(ctx) -> tuple[TokenizeFacts, Path]:
+    """What tokenize recorded, and its tokenizer.json, checked to be the one the sequences were made with."""
+    facts = TokenizeFacts.of(ctx.manifest)
     path = Path(ctx.out.removeprefix("file://")) / "tokenizer.json"
-    if not path.is_file() or file_sha256(path) != rec.extra["tokenizer_sha256"]:
+    if not path.is_file() or file_sha256(path) != facts.tokenizer_sha256:
         raise UserError(f"{path} is missing or is not the tokenizer the sequences were made with; "
                         "rerun `tokenmill tokenize --force`")
-    return {**rec.extra, "tokenizer_path": str(path), "lineage": dict(rec.inputs)}
+    return facts, path
 
 
 def _clear_stale(final: Path) -> None:
@@ -90,8 +89,8 @@ def _swap(staging: Path, final: Path) -> None:
 
 def run(ctx) -> StageRecord:
     cfg = ctx.cfg.shards
-    tok = tokenize_facts(ctx)
-    seq_len, dtype = tok["seq_len"], tok["dtype"]
+    tok, tokenizer_file = tokenize_facts(ctx)
+    seq_len, dtype = tok.seq_len, tok.dtype
     final, remote = locations(ctx)
     final.parent.mkdir(parents=True, exist_ok=True)
     _clear_stale(final)
@@ -150,13 +149,13 @@ def run(ctx) -> StageRecord:
         "column": "tokens",
         "dtype": dtype,
         "seq_len": seq_len,
-        "vocab_size": tok["vocab_size"],
-        "eos_id": tok["eos_id"],
-        "bos_id": tok["bos_id"],
-        "tokenizer_sha256": tok["tokenizer_sha256"],
+        "vocab_size": tok.vocab_size,
+        "eos_id": tok.eos_id,
+        "bos_id": tok.bos_id,
+        "tokenizer_sha256": tok.tokenizer_sha256,
         "splits": {s: {k: per_split[s][k] for k in ("sequences", "tokens", "shards")} for s in SPLITS},
     }
-    shutil.copyfile(tok["tokenizer_path"], staging / "tokenizer.json")
+    shutil.copyfile(tokenizer_file, staging / "tokenizer.json")
     (staging / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
     if remote is not None:
         mds.upload(str(staging), remote, "tokenizer.json")
@@ -182,9 +181,9 @@ def run(ctx) -> StageRecord:
             "compression": cfg.compression,
             "seed": cfg.seed,
             "shuffle_quality": quality,
-            "tokens_produced": tok["tokens"],
-            "tokens_dropped": tok["tokens_dropped"],
-            "lineage": {INPUT: ctx.signature(INPUT), **tok["lineage"]},
+            "tokens_produced": tok.tokens,
+            "tokens_dropped": tok.tokens_dropped,
+            "lineage": {INPUT: ctx.signature(INPUT), **ctx.manifest.stages["tokenize"].inputs},
         },
     )
 
@@ -204,9 +203,11 @@ def summary_lines(rec: StageRecord) -> list[str]:
     return lines
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pipeline.add_stage_arguments(parser)
-
-
-def main(args: argparse.Namespace) -> int:
-    return pipeline.run_command(args, ["shards"])
+STAGE_SPEC = pipeline.StageSpec(
+    name="shards",
+    inputs=(INPUT,),
+    outputs=(),
+    run=run,
+    summary=summary_lines,
+)
+add_arguments, main = STAGE_SPEC.add_arguments, STAGE_SPEC.main  # the `tokenmill shards` command

@@ -11,11 +11,11 @@ dropped with a reason. Token totals go in ``extra``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from tokenmill import pipeline, tables
 from tokenmill.errors import UserError
+from tokenmill.facts import TokenizeFacts
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, log
 from tokenmill.tokenize import tokenizer as toks
@@ -70,22 +70,22 @@ def run(ctx) -> StageRecord:
         dropped={"partial_in_dropped_tail": totals["docs_partial"], "in_dropped_tail": totals["docs_tail"]},
         inputs=inputs,
         outputs={OUTPUT: ctx.signature(OUTPUT)},
-        extra={
-            "rows_unit": "documents",
-            "input_table": name,
-            "tokenizer_sha256": info.sha256,
-            "tokenizer_source": cfg.tokenizer or "trained",
-            "vocab_size": info.vocab_size,
-            "dtype": info.dtype,
-            "eos_id": info.eos_id,
-            "bos_id": info.bos_id,
-            "seq_len": cfg.seq_len,
-            "pack_groups": cfg.pack_groups,
-            "sequences": totals["sequences"],
-            "tokens": totals["tokens"],
-            "tokens_in_sequences": totals["tokens_in_sequences"],
-            "tokens_dropped": totals["tokens_dropped"],
-        },
+        extra=TokenizeFacts(
+            rows_unit="documents",
+            input_table=name,
+            tokenizer_sha256=info.sha256,
+            tokenizer_source=cfg.tokenizer or "trained",
+            vocab_size=info.vocab_size,
+            dtype=info.dtype,
+            eos_id=info.eos_id,
+            bos_id=info.bos_id,
+            seq_len=cfg.seq_len,
+            pack_groups=cfg.pack_groups,
+            sequences=totals["sequences"],
+            tokens=totals["tokens"],
+            tokens_in_sequences=totals["tokens_in_sequences"],
+            tokens_dropped=totals["tokens_dropped"],
+        ).to_extra(),
     )
 
 
@@ -99,9 +99,11 @@ def summary_lines(rec: StageRecord) -> list[str]:
     ]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pipeline.add_stage_arguments(parser)
-
-
-def main(args: argparse.Namespace) -> int:
-    return pipeline.run_command(args, ["tokenize"])
+STAGE_SPEC = pipeline.StageSpec(
+    name="tokenize",
+    inputs=("deduped", "clean"),
+    outputs=(OUTPUT,),
+    run=run,
+    summary=summary_lines,
+)
+add_arguments, main = STAGE_SPEC.add_arguments, STAGE_SPEC.main  # the `tokenmill tokenize` command

@@ -55,6 +55,50 @@ def latest_checkpoint(root: Path) -> Optional[Path]:
     return found[-1] if found else None
 
 
+def readable_problem(path: Path) -> Optional[str]:
+    """Why a complete-looking checkpoint cannot be loaded (truncated or damaged files), or None.
+
+    Every rank reads the same files and reaches the same verdict, so all ranks
+    pick the same checkpoint without talking to each other.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        read_trainer_state(path)
+    except Exception as exc:  # torch.load raises RuntimeError, EOFError, UnpicklingError, ...
+        return f"{TRAINER_STATE} cannot be read ({type(exc).__name__})"
+    for rng_file in sorted(path.glob("rng_rank*.pt")):
+        try:
+            torch.load(rng_file, weights_only=False)
+        except Exception as exc:
+            return f"{rng_file.name} cannot be read ({type(exc).__name__})"
+    try:
+        metadata = FileSystemReader(str(path)).read_metadata()
+    except Exception as exc:
+        return f".metadata cannot be read ({type(exc).__name__})"
+    needed: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, size in sorted(needed.items()):
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size < size:
+            return f"{name} is truncated ({file.stat().st_size} of {size} bytes)"
+    return None
+
+
+def resumable_checkpoint(root: Path) -> tuple[Optional[Path], list[tuple[Path, str]]]:
+    """(newest checkpoint that can be loaded, [(newer damaged checkpoint, why)])."""
+    skipped = []
+    for path in reversed(complete_checkpoints(root)):
+        problem = readable_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
 def resolve_checkpoint(path: Path) -> Path:
     """A checkpoint dir, or a run dir / checkpoints dir -> its latest checkpoint."""
     from tokenmill.errors import UserError

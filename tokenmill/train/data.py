@@ -96,7 +96,8 @@ def fetch_metadata(shards: str, cache_dir: Path) -> Path:
     return cache_dir
 
 
-def read_manifest(shards: str, cache_dir: Path) -> ShardsInfo:
+def read_dataset_info(shards: str, cache_dir: Path) -> ShardsInfo:
+    """The shards' ``dataset.json`` (format, dtype, seq_len, vocab, split sizes), checked."""
     meta_dir = fetch_metadata(shards, cache_dir)
     path = meta_dir / "dataset.json"
     try:

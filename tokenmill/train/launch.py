@@ -61,12 +61,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def check(cfg: TrainConfig, nproc: int) -> None:
     """Fail fast, before any rank starts: shards readable, model matches, batch divides."""
+    check_launcher(nproc, 0)
     from tokenmill.train import data
 
     if not cfg.data.shards:
         raise UserError("no shards given: set data.shards in the config or pass --shards DIR")
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cfg.run_path / "cache"
-    info = data.read_manifest(cfg.data.shards, cache)
+    info = data.read_dataset_info(cfg.data.shards, cache)
     from tokenmill.train import base_model
 
     base, model_cfg = base_model.resolve(cfg, info)  # with init_from: config, tokenizer, shapes, before any rank
@@ -74,8 +75,14 @@ def check(cfg: TrainConfig, nproc: int) -> None:
         check_lora_base(cfg, base)
     data.check_split_sizes(info, cfg.global_batch_size)
     cfg.grad_accum(nproc)
+
+
+def check_launcher(nproc: int, max_restarts: int) -> None:
+    """Launcher values, checked before anything divides by them."""
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if max_restarts < 0:
+        raise UserError(f"--max-restarts must be >= 0, got {max_restarts}")
 
 
 def check_lora_base(cfg: TrainConfig, base) -> None:
@@ -151,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
         train(cfg)
         return 0
     nproc = args.nproc if args.nproc is not None else default_nproc()
+    check_launcher(nproc, args.max_restarts)
     check(cfg, nproc)
     if args.spark:
         result = run_spark(cfg, nproc)

@@ -82,7 +82,7 @@ class Trainer:
 
             # Collective: every rank calls it; local rank 0 cleans, all wait.
             clean_stale_shared_memory()
-        self.info = data.read_manifest(cfg.data.shards, self.cache_dir)
+        self.info = data.read_dataset_info(cfg.data.shards, self.cache_dir)
         # Starting from an open model: its config.json gives the architecture.
         self.base, self.model_cfg = base_model.resolve(cfg, self.info)
         self.lora = self.model_cfg.lora is not None
@@ -126,12 +126,15 @@ class Trainer:
         A checkpoint wins over init_from: a restart after a crash continues
         the run instead of starting again from the base model. A LoRA
         checkpoint holds only the adapters: the base is read again, and must
-        be the one the run started from (same sha256).
+        be the one the run started from (same sha256). A checkpoint damaged
+        after it was complete is skipped for the one before it.
         """
-        latest = checkpoint.latest_checkpoint(self.ckpt_root) if self.cfg.checkpoint.autoresume else None
-        saved = checkpoint.read_trainer_state(latest) if latest is not None else None
-        if saved is not None:
-            self._check_same_run(latest, saved)
+        autoresume = self.cfg.checkpoint.autoresume
+        latest, skipped = checkpoint.resumable_checkpoint(self.ckpt_root) if autoresume else (None, [])
+        for path, problem in skipped:  # damaged after it was complete: resume from the one before
+            self.log.event("checkpoint_skipped", checkpoint=str(path), reason=problem)
+        if latest is not None:
+            self._check_same_run(latest, checkpoint.read_trainer_state(latest))
         if self.base and (latest is None or self.lora):
             self._load_base("init_from" if latest is None else "base_reloaded")
         if latest is None:

@@ -158,9 +158,7 @@ def plot_losses(run_dir: Path) -> Optional[Path]:
 
 
 def peak_flops(device_name: str) -> Optional[float]:
-    """Dense bf16 peak FLOP/s of known GPUs (no sparsity), for MFU."""
-    table = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
-    for key, value in table.items():
-        if key in device_name:
-            return value
-    return None
+    """Dense bf16 peak FLOP/s of known GPUs (no sparsity), for MFU: the table ``tokenmill plan`` uses."""
+    from tokenmill.gpus import peak_flops as table_peak
+
+    return table_peak(device_name)

@@ -1,4 +1,4 @@
-"""Read MDS shards in storage order, without ``StreamingDataset``.
+"""Read MDS shards in storage order, without ``StreamingDataset`` (the writer is ``shards.mds``).
 
 The data card and the pre-flight checks look at shards as they lie on disk:
 the storage order is what a global shuffle produced, and a check must not
@@ -76,14 +76,18 @@ def check_files(files: list[ShardFile]) -> list[str]:
 
 
 def shard_bytes(f: ShardFile) -> bytes:
+    """The shard's bytes, decompressed with streaming's own codecs (every one the writer allows)."""
     data = f.path.read_bytes()
     if f.compression is None:
         return data
-    if not f.compression.startswith("zstd"):
-        raise ShardError(f"{f.path}: compression {f.compression!r} is not supported here (zstd only)")
-    import zstandard
+    from streaming.base.compression import decompress, is_compression
 
-    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    if not is_compression(f.compression):
+        raise ShardError(f"{f.path}: unknown compression {f.compression!r} in index.json; rerun the shards stage")
+    try:
+        return decompress(f.compression, data)
+    except Exception as exc:  # each codec raises its own error type on damaged data
+        raise ShardError(f"{f.path}: cannot decompress as {f.compression} ({exc}); rerun the shards stage") from None
 
 
 def decode(f: ShardFile, data: bytes) -> Iterator[dict]:

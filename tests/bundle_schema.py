@@ -1,13 +1,13 @@
 """Offline check of our Databricks Asset Bundle (``databricks.yml`` + ``resources/``).
 
 Databricks publishes a JSON schema for bundles under a licence that does not
-let us ship it, so this module holds our own: a JSON-schema subset covering
-the keys this project uses (and rejecting unknown ones where a typo would
-silently do nothing, e.g. ``depend_on``), plus a small validator for it.
-``databricks bundle validate`` remains the authority when a workspace is
-reachable; this check runs in CI without one.
+let us ship it, so this module holds our own: a JSON schema covering the keys
+this project uses (and rejecting unknown ones where a typo would silently do
+nothing, e.g. ``depend_on``), validated with ``jsonschema``. ``databricks
+bundle validate`` remains the authority when a workspace is reachable; this
+check runs in CI without one. Only the tests use it, so it lives with them:
 
-    python -m tokenmill.bundle_schema [BUNDLE_ROOT]
+    python tests/bundle_schema.py [BUNDLE_ROOT]
 
 Besides the schema, ``check_bundle`` checks what a schema cannot: every
 ``${var.x}`` is declared, every ``depends_on`` names a task of the same job,
@@ -224,73 +224,63 @@ SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-_TYPES = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "boolean": bool,
-}
+def _unless_reference(check):
+    """A keyword check that lets a whole ``${...}`` value stand for a scalar (resolved at deploy time)."""
+
+    def run(validator, value, instance, schema):
+        if isinstance(instance, str) and REFERENCE.match(instance) and schema.get("type") != "object":
+            return
+        yield from check(validator, value, instance, schema)
+
+    return run
 
 
-def _is_type(value: Any, name: str) -> bool:
-    if name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if name == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, _TYPES[name])
+def _validator_class():
+    from jsonschema import Draft202012Validator, validators
+
+    keywords = {k: _unless_reference(Draft202012Validator.VALIDATORS[k]) for k in ("type", "enum", "pattern")}
+    return validators.extend(Draft202012Validator, keywords)
 
 
-def validate(value: Any, schema: dict, where: str = "") -> list[str]:
-    """Errors of ``value`` against a JSON-schema subset, each as 'path: problem'."""
-    here = where or "(root)"
-    if isinstance(value, str) and REFERENCE.match(value) and schema.get("type") != "object":
-        return []  # resolved at deploy time
-    errors: list[str] = []
-    if "enum" in schema and value not in schema["enum"]:
+def _path(error) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _messages(error) -> list[str]:
+    """Our one-line wording for a jsonschema error: 'path: problem'."""
+    here, value, schema = _path(error) or "(root)", error.instance, error.schema
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = ", ".join(sorted(schema.get("properties", {})))
+        unknown = sorted(set(value) - set(schema.get("properties", {})))
+        prefix = f"{here}." if _path(error) else ""
+        return [f"{prefix}{key}: unknown key; allowed here: {allowed}" for key in unknown]
+    if kind == "enum":
         return [f"{here}: must be one of {schema['enum']}, got {value!r}"]
-    wanted = schema.get("type")
-    if wanted is not None:
-        names = wanted if isinstance(wanted, list) else [wanted]
-        if not any(_is_type(value, n) for n in names):
-            return [f"{here}: must be {' or '.join(names)}, got {type(value).__name__} {value!r}"]
-    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
-        errors.append(f"{here}: {value!r} does not match {schema['pattern']}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            errors.append(f"{here}: needs at least {schema['minItems']} item(s)")
-        if "items" in schema:
-            for i, item in enumerate(value):
-                errors += validate(item, schema["items"], f"{where}[{i}]")
-    if isinstance(value, dict):
-        errors += _validate_object(value, schema, where)
-    if "oneOf" in schema:
-        matches = sum(not validate(value, option, where) for option in schema["oneOf"])
-        if matches != 1:
-            keys = [o.get("required", ["?"])[0] for o in schema["oneOf"]]
-            errors.append(f"{here}: needs exactly one of {keys}")
-    return errors
+    if kind == "type":
+        names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        return [f"{here}: must be {' or '.join(names)}, got {type(value).__name__} {value!r}"]
+    if kind == "pattern":
+        return [f"{here}: {value!r} does not match {schema['pattern']}"]
+    if kind == "oneOf":
+        keys = [option.get("required", ["?"])[0] for option in schema["oneOf"]]
+        return [f"{here}: needs exactly one of {keys}"]
+    if kind == "required":
+        return [f"{here}: missing required key {key!r}" for key in schema["required"] if key not in value]
+    if kind == "minItems":
+        return [f"{here}: needs at least {schema['minItems']} item(s)"]
+    if kind == "minProperties":
+        return [f"{here}: needs at least {schema['minProperties']} key(s)"]
+    return [f"{here}: {error.message}"]
 
 
-def _validate_object(value: dict, schema: dict, where: str) -> list[str]:
-    errors = []
-    here = where or "(root)"
-    if len(value) < schema.get("minProperties", 0):
-        errors.append(f"{here}: needs at least {schema['minProperties']} key(s)")
-    for key in schema.get("required", []):
-        if key not in value:
-            errors.append(f"{here}: missing required key {key!r}")
-    properties = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
-    for key, item in value.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key in properties:
-            errors += validate(item, properties[key], path)
-        elif extra is False:
-            allowed = ", ".join(sorted(properties))
-            errors.append(f"{path}: unknown key; allowed here: {allowed}")
-        elif isinstance(extra, dict):
-            errors += validate(item, extra, path)
-    return errors
+def validate(value: Any, schema: dict) -> list[str]:
+    """Errors of ``value`` against ``schema``, each as 'path: problem', in document order."""
+    errors = sorted(_validator_class()(schema).iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    return [message for error in errors for message in _messages(error)]
 
 
 # --- the bundle as the CLI would see it ------------------------------------------

@@ -1,0 +1,76 @@
+"""What one stage tells the next, as typed values.
+
+A stage's record in ``manifest.json`` keeps its figures in ``extra`` (plain
+JSON). The facts a later stage or the data card relies on are read through
+these dataclasses: the producer builds one and writes ``to_extra()``, the
+consumer calls ``of(manifest)``, so a renamed or missing key fails in one
+place with a message that says what to rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tokenmill.errors import UserError
+from tokenmill.manifest import Manifest
+
+F = TypeVar("F", bound="StageFacts")
+
+
+@dataclass(frozen=True)
+class StageFacts:
+    STAGE = ""
+
+    def to_extra(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_extra(cls: type[F], extra: dict[str, Any]) -> F:
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in extra]
+        if missing:
+            raise UserError(f"the {cls.STAGE} record in manifest.json lacks {', '.join(missing)}: "
+                            f"rerun `tokenmill {cls.STAGE} --force`")
+        return cls(**{n: extra[n] for n in names})
+
+    @classmethod
+    def of(cls: type[F], manifest: Manifest) -> F:
+        rec = manifest.stages.get(cls.STAGE)
+        if rec is None:
+            raise UserError(f"no {cls.STAGE} record in the manifest: run `tokenmill {cls.STAGE}` first")
+        return cls.from_extra(rec.extra)
+
+
+@dataclass(frozen=True)
+class EtlFacts(StageFacts):
+    STAGE = "etl"
+
+    ingest: dict[str, Any]  # rows_in, rows_out, dropped by reason
+    clean: dict[str, Any]  # rows_in, rows_out, dropped by reason
+    pii: dict[str, int]  # placeholders written, by entity type
+    text_bytes: int
+    mb_per_s: float
+    partitions: int
+    versions: dict[str, int]  # table -> Delta version written
+
+
+@dataclass(frozen=True)
+class TokenizeFacts(StageFacts):
+    STAGE = "tokenize"
+
+    rows_unit: str
+    input_table: str
+    tokenizer_sha256: str
+    tokenizer_source: str  # a tokenizer.json path, or "trained"
+    vocab_size: int
+    dtype: str  # token dtype in the sequences and the shards
+    eos_id: int
+    bos_id: int | None
+    seq_len: int
+    pack_groups: int
+    sequences: int
+    tokens: int
+    tokens_in_sequences: int
+    tokens_dropped: int
