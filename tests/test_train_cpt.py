@@ -71,7 +71,7 @@ def shards(spark, base, tmp_path_factory) -> Path:
 def test_pipeline_uses_the_models_tokenizer_bos_and_eos(shards, base):
     from tokenizers import Tokenizer
 
-    from tokenmill.report import mds
+    from tokenmill.shards import reader as mds
 
     info = json.loads((shards / "dataset.json").read_text())
     tok = Tokenizer.from_file(str(base / "tokenizer.json"))

@@ -317,11 +317,12 @@ class Preflight:
     def check_memory(self) -> tuple[Status, str]:
         if self.model_cfg is None:
             return "skip", "needs the model config"
+        from tokenmill.gpus import GPUS
         from tokenmill.train import memory
 
         cfg, params = self.cfg, self._params()
         trainable = memory.trainable_params(self.model_cfg)
-        gpu = self.options.gpu or _visible_gpu_kind(memory.GPU_MEMORY_GB)
+        gpu = self.options.gpu or _visible_gpu_kind()
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and gpu is not None)
         est = memory.estimate(self.model_cfg, params, trainable, self.options.nproc, cfg.micro_batch_size, bf16,
                               cfg.activation_checkpointing)
@@ -331,9 +332,9 @@ class Preflight:
             full = memory.estimate(self.model_cfg, params, params, self.options.nproc, cfg.micro_batch_size,
                                    bf16, cfg.activation_checkpointing)
             detail += f" (full fine-tuning: {memory.gb(full.total)} per rank)"
-        if gpu is None or gpu not in memory.GPU_MEMORY_GB:
+        if gpu is None or gpu not in GPUS:
             return "pass", detail + "; no GPU kind to compare with (--gpu)"
-        have = memory.GPU_MEMORY_GB[gpu] * 1e9
+        have = GPUS[gpu].memory_gb * 1e9
         detail += f"; {gpu} has {memory.gb(have)}"
         if est.total > have:
             return "fail", detail + ": lower micro_batch_size, turn on activation_checkpointing, or add ranks"

@@ -19,13 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Memory of each GPU kind that tokenmill plan knows, in GB.
-GPU_MEMORY_GB = {
-    "v100": 32, "a10g": 24, "l4": 24, "l40s": 48, "a100": 80, "h100-pcie": 80, "h100": 80, "h200": 141,
-    "b200": 180, "gb200": 186, "mi250x": 128, "mi300x": 192,
-}
-
-
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes per rank."""
