@@ -36,7 +36,6 @@ class TokenizeConfig:
     # sequences do not depend on how Spark partitions the input). Each group's
     # leftover tail (< seq_len tokens) is dropped and counted.
     pack_groups: int = 8
-    tail: Literal["drop"] = "drop"
     # Input table: "auto" reads deduped when it exists, else clean.
     input_table: Literal["auto", "deduped", "clean", "documents"] = "auto"
 
