@@ -239,8 +239,8 @@ def test_03_tokenize_shards(spark, workspace, ran_03):
 def test_04_train(spark, workspace, ran_04):
     ns, shown = ran_04
     checks = shown.frames()[0]
-    assert list(checks["check"]) == ["config", "shards", "tokenizer", "data", "checkpoints", "dry save",
-                                     "estimate", "gpus"]
+    assert list(checks["check"]) == ["config", "shards", "base model", "tokenizer", "data", "memory", "checkpoints",
+                                     "dry save", "estimate", "gpus"]
     assert "FAIL" not in set(checks["status"])
     metrics = shown.frames()[1]
     assert list(metrics["step"]) == [1, 2, 3, 4] and metrics["loss"].notna().all()
