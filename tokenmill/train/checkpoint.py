@@ -165,13 +165,11 @@ def _state_dicts(model, optimizer, trainable_only: bool) -> tuple[dict, dict]:
     options = StateDictOptions(ignore_frozen_params=trainable_only)
     model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
     if trainable_only:
-        trainable = {_clean(n) for n, p in model.named_parameters() if p.requires_grad}
+        from tokenmill.train.hf_io import clean_name
+
+        trainable = {clean_name(n) for n, p in model.named_parameters() if p.requires_grad}
         model_sd = {k: v for k, v in model_sd.items() if k in trainable}
     return model_sd, optim_sd
-
-
-def _clean(name: str) -> str:
-    return name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
 
 
 def prune(root: Path, keep_last: int) -> None:
