@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shards": ("tokenmill.shards.job", "globally shuffle sequences and write MDS shards (train/val)"),
     "train": ("tokenmill.train.launch", "train a GPT decoder with FSDP on MDS shards"),
     "export": ("tokenmill.train.export", "write consolidated safetensors weights from a checkpoint"),
+    "register": ("tokenmill.train.registry", "log a run and its Hugging Face export to MLflow; register a model version"),
     "generate": ("tokenmill.train.generate", "sample text from a checkpoint"),
     "plan": ("tokenmill.plan", "compute budget: tokens, FLOPs, GPU-days, cost, failures, checkpoint interval"),
     "preflight": ("tokenmill.preflight", "checklist before a costly training run"),

@@ -29,7 +29,7 @@ from tokenmill.train import base_model, checkpoint, data, sft
 from tokenmill.train.config import OptimConfig, TrainConfig
 from tokenmill.train.fsdp import Dist, build_model, init_distributed
 from tokenmill.train.model import document_layout, documents_from_ids, flops_per_token, lm_loss
-from tokenmill.train.runlog import RunLog, peak_flops, read_jsonl
+from tokenmill.train.runlog import RunLog, flat_params, peak_flops, read_jsonl
 
 # Fault drills and tests: sleep this many seconds after each step, so that a
 # SIGKILL sent from outside lands in the middle of a run.
@@ -430,18 +430,7 @@ def _broadcast(value):
 
 def _flat_params(cfg: TrainConfig, model_cfg) -> dict[str, str]:
     """Config as flat key -> string, for MLflow params."""
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, node) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            flat[prefix] = str(node)
-
-    walk("", to_dict(cfg))
-    walk("model", to_dict(model_cfg))
-    return flat
+    return flat_params(to_dict(cfg), to_dict(model_cfg))
 
 
 def train(cfg: TrainConfig) -> dict:

@@ -94,6 +94,34 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+MLFLOW_RUN_ID = "mlflow_run_id"  # <run_dir>/mlflow_run_id: the MLflow run this run logs to
+
+
+def tracking_uri(run_dir: Path) -> str:
+    """The user's MLFLOW_TRACKING_URI, else a file store inside the run dir (the offline default)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    # mlflow 3 wants an explicit opt-in for the file store.
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return f"file:{(run_dir / 'mlruns').resolve()}"
+
+
+def flat_params(config: dict, model_config: dict) -> dict[str, str]:
+    """A run's config and model config as flat dotted key -> string, for MLflow params."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = str(node)
+
+    walk("", config)
+    walk("model", model_config)
+    return flat
+
+
 def _start_mlflow(run_dir: Path, params: dict, log: RunLog):
     """Start (or continue, after a resume) this run's MLflow run, if mlflow is installed."""
     try:
@@ -101,12 +129,8 @@ def _start_mlflow(run_dir: Path, params: dict, log: RunLog):
     except ImportError:
         return None
     try:
-        if "MLFLOW_TRACKING_URI" not in os.environ:
-            # Offline default: a file store inside the run dir.
-            # mlflow 3 wants an explicit opt-in for the file store.
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            mlflow.set_tracking_uri(f"file:{(run_dir / 'mlruns').resolve()}")
-        id_file = run_dir / "mlflow_run_id"
+        mlflow.set_tracking_uri(tracking_uri(run_dir))
+        id_file = run_dir / MLFLOW_RUN_ID
         run_id = id_file.read_text().strip() if id_file.exists() else None
         run = mlflow.start_run(run_id=run_id, run_name=run_dir.name)
         if run_id is None:
