@@ -1,0 +1,142 @@
+"""Trainer tokens/s: the masked-loss (SFT) path vs the pretraining path, same model, same tokens.
+
+Makes SFT shards (ChatML conversations, packed and masked by the chat
+stage's own functions: tokenmill.train.fixture.write_sft_fixture), then
+pretraining shards holding exactly the same windows' tokens (same
+tokenizer, vocab, seq_len and token count; no loss mask, no doc_ids). Then
+``tokenmill train --nproc 2`` (gloo, CPU) runs the same model from scratch
+on each:
+
+- pretrain: causal attention over the whole window, loss on every token;
+- pretrain + doc_mask: the same, with ``model.attention.doc_mask: true``
+  (documents split at EOS attend only to themselves), to tell the cost of
+  the document mask from the cost of the masked loss;
+- sft: the document mask from the shards' doc_ids and the cross-entropy
+  over target tokens only, normalised over the global batch.
+
+tokens/s is the harmonic mean over the timed steps (after ``--warmup``)
+from each run's metrics.jsonl; every step has global_batch x seq_len
+tokens, padding included, in all runs. Goal: sft within 5% of pretrain.
+
+    python bench/bench_sft.py [--workdir /tmp/bench_sft] [--d-model 256 --layers 4] [--seq-len 512] [--json]
+    python bench/bench_sft.py --d-model 64 --layers 2 --seq-len 128 --steps 3 --warmup 1   # smoke size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+AVG_EXAMPLE_TOKENS = 20  # the fixture's conversations, roughly: sizes the number made
+
+
+def make_sft_shards(args) -> Path:
+    from tokenmill.train.fixture import write_sft_fixture
+
+    shards = Path(args.workdir) / f"sft_{args.seq_len}"
+    if not (shards / "dataset.json").is_file():
+        windows = args.batch * (args.warmup + args.steps + 2)
+        n_train = windows * args.seq_len // AVG_EXAMPLE_TOKENS
+        write_sft_fixture(shards, n_train=n_train, n_val=max(16, n_train // 50), seq_len=args.seq_len,
+                          size_limit=1 << 22)
+    return shards
+
+
+def read_windows(shards: Path, split: str) -> np.ndarray:
+    """Every window's tokens of a split, in order, through the trainer's own reader."""
+    from tokenmill.train import data
+    from tokenmill.train.config import DataConfig
+
+    cache = shards / "cache"
+    info = data.read_dataset_info(str(shards), cache)
+    n = int(info.splits[split]["sequences"])
+    loader = data.build_loader(info, DataConfig(clean_stale_shm=False), cache, split, n, shuffle=False,
+                               drop_last=False)
+    return next(iter(loader)).tokens.numpy()
+
+
+def make_pretrain_shards(sft: Path, workdir: Path) -> Path:
+    """The SFT windows' tokens as pretraining shards (format tokenmill-mds-v1)."""
+    from tokenmill.train.fixture import write_split
+
+    out = workdir / f"{sft.name}_as_pretrain"
+    if (out / "dataset.json").is_file():
+        return out
+    meta = json.loads((sft / "dataset.json").read_text())
+    out.mkdir(parents=True)
+    shutil.copyfile(sft / "tokenizer.json", out / "tokenizer.json")
+    splits, first = {}, 0
+    for name in ("train", "val"):
+        rows = read_windows(sft, name)
+        shards = write_split(out / name, rows, first, meta["dtype"], 1 << 22)
+        splits[name] = {"sequences": len(rows), "tokens": int(rows.size), "shards": shards}
+        first += len(rows)
+    dataset = {"format": "tokenmill-mds-v1", "column": "tokens", "dtype": meta["dtype"], "seq_len": meta["seq_len"],
+               "vocab_size": meta["vocab_size"], "eos_id": meta["eos_id"], "bos_id": meta["bos_id"],
+               "tokenizer_sha256": meta["tokenizer_sha256"], "splits": splits}
+    (out / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    return out
+
+
+def run(args, name: str, shards: Path, doc_mask: bool) -> dict:
+    work = Path(args.workdir)
+    run_dir = work / f"run_{name}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = work / f"{name}.yaml"
+    config.write_text(yaml.safe_dump({
+        "device": "cpu", "run_dir": str(run_dir), "seed": 1, "max_steps": args.warmup + args.steps,
+        "global_batch_size": args.batch, "micro_batch_size": args.batch // 2, "log_every": 1, "mlflow": False,
+        "eval_batches": 1, "optim": {"lr": 1e-4, "warmup_steps": 1},
+        "checkpoint": {"every_steps": 0, "autoresume": False},
+        "model": {"d_model": args.d_model, "n_layers": args.layers, "n_heads": max(1, args.d_model // 64),
+                  "position": "rope", "norm": "rmsnorm", "mlp": "swiglu",
+                  "attention": {"doc_mask": doc_mask}},
+        "data": {"shards": str(shards), "clean_stale_shm": False},
+    }))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    subprocess.run([sys.executable, "-m", "tokenmill.cli", "train", "--config", str(config), "--nproc", "2"],
+                   cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    timed = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r and r["step"] > args.warmup]
+    return {"path": name, "tokens_per_s": len(timed) / sum(1 / t for t in timed), "timed_steps": len(timed),
+            "tokens_per_step": args.batch * args.seq_len}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="/tmp/bench_sft")
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=8, help="global batch (sequences), 2 ranks")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    args = parser.parse_args()
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    sft = make_sft_shards(args)
+    pretrain = make_pretrain_shards(sft, Path(args.workdir))
+    results = [run(args, "pretrain", pretrain, False), run(args, "pretrain_doc_mask", pretrain, True),
+               run(args, "sft", sft, True)]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    base = results[0]["tokens_per_s"]
+    print(f"model d{args.d_model} x {args.layers} layers (rope, swiglu), seq {args.seq_len}, "
+          f"global batch {args.batch}, 2 gloo ranks, {args.steps} timed steps")
+    print(f"{'path':<20}{'tokens/s':>10}{'vs pretrain':>13}")
+    for r in results:
+        print(f"{r['path']:<20}{r['tokens_per_s']:>10.0f}{r['tokens_per_s'] / base:>13.3f}")
+
+
+if __name__ == "__main__":
+    main()
