@@ -91,7 +91,11 @@ def lineage_of_run(run_dir: Path, data_manifest: Optional[Path] = None) -> Linea
         data_manifest = _manifest_next_to(state["config"]["data"]["shards"])
     elif not data_manifest.is_file():
         raise UserError(f"--data-manifest: no file at {data_manifest}")
-    tokenizer_sha = dataset.get("tokenizer_sha256") or file_sha256(run_dir / "tokenizer.json")
+    tokenizer_sha = dataset.get("tokenizer_sha256")
+    if not tokenizer_sha:
+        if not (run_dir / "tokenizer.json").is_file():
+            raise UserError(f"{run_dir}: no tokenizer.json or dataset.json; is it a training run dir?")
+        tokenizer_sha = file_sha256(run_dir / "tokenizer.json")
     base = state.get("base") or {}
     return Lineage(
         data_manifest_sha256=file_sha256(data_manifest) if data_manifest else None,
@@ -234,8 +238,10 @@ def _log(mlflow, run_dir: Path, export_dir: Path, lineage: Lineage, register_to:
             _log_run_history(mlflow, run.info.run_id, run_dir)
         mlflow.set_tags({**lineage.as_tags(), "tokenmill.export_sha256": export_sha})
         mlflow.log_dict(dataclasses.asdict(lineage), "lineage.json")
+        # An absolute path: a relative one such as "run/hf" reads as a hub repo id, and MLflow would
+        # try to download its model card.
         info = mlflow.transformers.log_model(
-            str(export_dir), name=MODEL_NAME, task="text-generation", signature=_signature(),
+            str(export_dir.resolve()), name=MODEL_NAME, task="text-generation", signature=_signature(),
             pip_requirements=_requirements(), metadata={"lineage": dataclasses.asdict(lineage)},
         )
         version = None
