@@ -8,6 +8,7 @@ import pytest
 
 from tokenmill import tables
 from tokenmill.config import RunConfig, from_dict
+from tokenmill.facts import DedupFacts
 from tokenmill.pipeline import run_stages
 
 COLUMNS = "id string, source string, text string, meta string, n_chars int, n_words int, quality double"
@@ -79,11 +80,11 @@ def test_exact_and_near_clusters(spark, corpus_run):
         ("a1", "dedup", "duplicate_exact"), ("a3", "dedup", "duplicate_exact"),
         ("b2", "dedup", "duplicate_near"), ("d2", "dedup", "duplicate_exact")]
     assert rejects[0]["sample"] == "dup of a2: Hello World, this is a page."
-    x = rec.extra
-    assert (x["bands"], x["rows"]) == (14, 9)
-    assert x["removed_by_source"] == {"forum": {"near": 1}, "web": {"exact": 3}}
-    assert x["cluster_size_histogram"] == {"2": 2, "3": 1}
-    assert x["s_curve"]["0.80"] == pytest.approx(1 - (1 - 0.8 ** 9) ** 14, abs=1e-4)
+    x = DedupFacts.from_extra(rec.extra)
+    assert (x.bands, x.rows) == (14, 9)
+    assert x.removed_by_source == {"forum": {"near": 1}, "web": {"exact": 3}}
+    assert x.cluster_size_histogram == {"2": 2, "3": 1}
+    assert x.s_curve["0.80"] == pytest.approx(1 - (1 - 0.8 ** 9) ** 14, abs=1e-4)
     # The signatures table has every document, comparable across runs.
     assert tables.row_count(spark, f"{tmp_path}/tables/signatures") == 8
 
@@ -146,7 +147,7 @@ def test_incremental_equals_full_recompute(spark, tmp_path, corpus_run):
     # known from their signatures alone, never re-read or re-hashed.
     write_clean(spark, tmp_path / "new", [d for d in CORPUS if d[0] in new_ids])
     rec = run_dedup(spark, tmp_path / "new", previous_signatures=str(tmp_path / "old" / "tables" / "signatures"))
-    assert (rec.rows_in, rec.extra["incremental"]["previous_documents"]) == (4, 4)
+    assert (rec.rows_in, DedupFacts.from_extra(rec.extra).incremental["previous_documents"]) == (4, 4)
     for name in ("dup_clusters", "signatures"):
         assert table(spark, tmp_path / "new", name) == table(spark, full, name)
     full_kept = [r["id"] for r in table(spark, full, "deduped")]
