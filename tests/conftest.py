@@ -19,6 +19,16 @@ def spark():
     yield session
 
 
+@pytest.fixture(scope="session")
+def llama_with_shards(tmp_path_factory):
+    """(shards, a tiny Llama checkpoint that uses their tokenizer), shared by the fine-tuning tests."""
+    from tokenmill.train.fixture import write_fixture, write_hf_model
+
+    root = tmp_path_factory.mktemp("llama_with_shards")
+    shards = write_fixture(root / "shards", n_train=96, n_val=8, seq_len=32)
+    return shards, write_hf_model(root / "model", "llama", vocab_size=512, tokenizer_dir=shards)
+
+
 @pytest.fixture
 def one_rank(monkeypatch):
     """A 1-rank gloo process group in this process, removed afterwards."""
