@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -167,13 +168,14 @@ def test_previous_signatures_must_match(spark, tmp_path, corpus_run):
         run_dedup(spark, tmp_path, previous_signatures=str(tmp_path / "nowhere"))
 
 
-def test_disabled_dedup_removes_an_earlier_runs_tables_and_rejects(spark, tmp_path):
-    write_clean(spark, tmp_path, CORPUS)
-    run_dedup(spark, tmp_path)
-    assert tables.exists(spark, f"{tmp_path}/tables/dup_clusters")
-    rec = run_dedup(spark, tmp_path, enabled=False)
+def test_disabled_dedup_removes_an_earlier_runs_tables_and_rejects(spark, tmp_path, corpus_run):
+    out = tmp_path / "out"
+    shutil.copytree(corpus_run[0], out)  # an enabled run's output, as it left it
+    assert tables.exists(spark, f"{out}/tables/dup_clusters")
+    assert [r for r in table(spark, out, "rejects") if r["stage"] == "dedup"]
+    rec = run_dedup(spark, out, enabled=False)
     assert rec.rows_out == len(CORPUS) and rec.dropped == {}
     for name in ("dup_clusters", "signatures"):
-        assert not tables.exists(spark, f"{tmp_path}/tables/{name}")
-    assert [r for r in table(spark, tmp_path, "rejects") if r["stage"] == "dedup"] == []
-    assert len(table(spark, tmp_path, "deduped")) == len(CORPUS)
+        assert not tables.exists(spark, f"{out}/tables/{name}")
+    assert [r for r in table(spark, out, "rejects") if r["stage"] == "dedup"] == []
+    assert len(table(spark, out, "deduped")) == len(CORPUS)
