@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
 
-    from bench.etl_corpus import machine_docs, sample_docs
+    from bench.etl_corpus import machine_docs, print_result, sample_docs
 
     docs = sample_docs() if args.corpus == "sample" else machine_docs(int(args.mb * 1e6))
     result = {"corpus": args.corpus, "docs": len(docs),
@@ -128,10 +128,7 @@ def main(argv=None) -> int:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    print_result(result, args.json)
     return 0
 
 

@@ -26,7 +26,6 @@ entities we configure, the share we report with the same type and offsets
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
 
-    from bench.etl_corpus import machine_docs, sample_docs
+    from bench.etl_corpus import machine_docs, print_result, sample_docs
     from tokenmill.etl.config import PiiConfig
     from tokenmill.etl.pii import Redactor
 
@@ -127,12 +126,9 @@ def main(argv=None) -> int:
         "recall_covered": round(covered / total, 4) if total else None,
         "by_entity": {e: {"presidio": v[0], "exact": v[1], "covered": v[2]} for e, v in sorted(by_entity.items())},
     }
-    print(json.dumps(result, indent=1))
+    print_result(result, args.json)
     for entity, context in missed:
         print(f"missed {entity}: {context!r}", file=sys.stderr)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
     return 0
 
 

@@ -87,6 +87,14 @@ def write_jsonl(docs: list[str], out: str | Path, n_files: int = 16) -> int:
     return sum(p.stat().st_size for p in out.glob("*.jsonl"))
 
 
+def print_result(result: dict, json_path: str | None) -> None:
+    """A benchmark's result as JSON on stdout, and in ``json_path`` when one is given."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text)
+
+
 def iter_chunks(docs: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(docs), size):
         yield docs[i:i + size]

@@ -33,6 +33,7 @@ dbutils.widgets.dropdown("force", "false", ["false", "true"], "Rerun even when u
 # COMMAND ----------
 
 from tokenmill import tables
+from tokenmill.facts import EtlFacts
 from tokenmill.pipeline import config_from_widgets
 
 cfg = config_from_widgets(dbutils, inputs=True)
@@ -57,7 +58,7 @@ print(f"inputs: {[i.path for i in cfg.inputs]}\noutput: {cfg.output}\ntables: {l
 from tokenmill.pipeline import run_stages
 
 manifest = run_stages(spark, cfg, ["etl"], force=force)
-rec = manifest.stages["etl"]
+rec, facts = manifest.stages["etl"], EtlFacts.of(manifest)
 
 # COMMAND ----------
 
@@ -74,7 +75,7 @@ display(pd.DataFrame([{
     "kept": rec.rows_out,
     "dropped": rec.rows_dropped,
     "kept %": round(100 * rec.rows_out / max(1, rec.rows_in), 1),
-    "text MB": round(rec.extra.get("text_bytes", 0) / 1e6, 2),
+    "text MB": round(facts.text_bytes / 1e6, 2),
     "wall s": rec.wall_s,
 }]))
 display(pd.DataFrame(sorted(rec.dropped.items(), key=lambda kv: -kv[1]), columns=["reason", "rows"]))
@@ -106,7 +107,7 @@ display(
 
 import matplotlib.pyplot as plt
 
-pii = rec.extra.get("pii") or {}
+pii = facts.pii
 display(pd.DataFrame(sorted(pii.items(), key=lambda kv: -kv[1]), columns=["entity", "replaced"]))
 if pii:
     fig, ax = plt.subplots(figsize=(7, 0.4 + 0.3 * len(pii)))

@@ -24,6 +24,7 @@ dbutils.widgets.dropdown("force", "false", ["false", "true"], "Rerun even when u
 # COMMAND ----------
 
 from tokenmill import tables
+from tokenmill.facts import DedupFacts
 from tokenmill.pipeline import config_from_widgets
 
 cfg = config_from_widgets(dbutils)
@@ -54,16 +55,16 @@ rec = manifest.stages["dedup"]
 
 import pandas as pd
 
-x = rec.extra
+x = DedupFacts.of(manifest)
 display(pd.DataFrame([{
     "documents in": rec.rows_in,
     "kept": rec.rows_out,
     **{reason: n for reason, n in rec.dropped.items()},
-    "clusters": x.get("clusters"),
-    "LSH bands x rows": f"{x.get('bands')} x {x.get('rows')}",
-    "Jaccard threshold": x.get("threshold"),
+    "clusters": x.clusters,
+    "LSH bands x rows": f"{x.bands} x {x.rows}",
+    "Jaccard threshold": x.threshold,
 }]))
-removed = x.get("removed_by_source") or {}
+removed = x.removed_by_source
 display(pd.DataFrame(
     [{"source": s, **kinds} for s, kinds in sorted(removed.items())]
 ).fillna(0) if removed else pd.DataFrame(columns=["source"]))
@@ -78,11 +79,11 @@ display(pd.DataFrame(
 
 import matplotlib.pyplot as plt
 
-curve = {float(k): v for k, v in (x.get("s_curve") or {}).items()}
+curve = {float(k): v for k, v in x.s_curve.items()}
 if curve:
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(sorted(curve), [curve[k] for k in sorted(curve)], "o-", color="#3b6ea8")
-    ax.axvline(x["threshold"], color="#c4484f", linestyle="--", label=f"threshold {x['threshold']}")
+    ax.axvline(x.threshold, color="#c4484f", linestyle="--", label=f"threshold {x.threshold}")
     ax.set_xlabel("Jaccard similarity")
     ax.set_ylabel("P(candidate)")
     ax.legend()

@@ -21,6 +21,7 @@ dbutils.widgets.dropdown("force", "false", ["false", "true"], "Rerun even when u
 # COMMAND ----------
 
 from tokenmill import tables
+from tokenmill.facts import ShardsFacts, TokenizeFacts
 from tokenmill.pipeline import config_from_widgets
 
 cfg = config_from_widgets(dbutils)
@@ -40,7 +41,7 @@ def location(name):
 from tokenmill.pipeline import run_stages
 
 manifest = run_stages(spark, cfg, ["tokenize", "shards"], force=force)
-tok, shards = manifest.stages["tokenize"], manifest.stages["shards"]
+tok, t, s = manifest.stages["tokenize"], TokenizeFacts.of(manifest), ShardsFacts.of(manifest)
 
 # COMMAND ----------
 
@@ -52,19 +53,17 @@ tok, shards = manifest.stages["tokenize"], manifest.stages["shards"]
 
 import pandas as pd
 
-t = tok.extra
 display(pd.DataFrame([{
     "documents": tok.rows_in,
-    "tokens produced": t["tokens"],
-    "sequences": t["sequences"],
-    "seq_len": t["seq_len"],
-    "tokens in sequences": t["tokens_in_sequences"],
-    "tokens dropped": t["tokens_dropped"],
-    "vocabulary": t["vocab_size"],
-    "tokenizer": t["tokenizer_source"],
+    "tokens produced": t.tokens,
+    "sequences": t.sequences,
+    "seq_len": t.seq_len,
+    "tokens in sequences": t.tokens_in_sequences,
+    "tokens dropped": t.tokens_dropped,
+    "vocabulary": t.vocab_size,
+    "tokenizer": t.tokenizer_source,
 }]))
-s = shards.extra
-display(pd.DataFrame([{"split": name, **split, "MB": round(s["bytes"][name] / 1e6, 3)} for name, split in s["splits"].items()]))
+display(pd.DataFrame([{"split": name, **split, "MB": round(s.bytes[name] / 1e6, 3)} for name, split in s.splits.items()]))
 
 # COMMAND ----------
 
@@ -97,7 +96,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-shards_dir = Path(s["location"])
+shards_dir = Path(s.location)
 dataset = json.loads((shards_dir / "dataset.json").read_text())
 tokenizer = Tokenizer.from_file(str(shards_dir / "tokenizer.json"))
 probe = "Tokenizers split text into pieces: naïve café, 3.14159."
@@ -124,5 +123,5 @@ print("".join(pieces + [tokenizer.decode(current)]))
 
 # COMMAND ----------
 
-display(pd.DataFrame([{"split": split, **q} for split, q in s["shuffle_quality"].items()]))
+display(pd.DataFrame([{"split": split, **q} for split, q in s.shuffle_quality.items()]))
 print(json.dumps(dataset, indent=2))

@@ -8,6 +8,11 @@ import pytest
 
 os.environ.setdefault("TOKENMILL_PROGRESS_S", "0")
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+# The tests run many short Spark jobs on tiny data: a JVM that only
+# uses the quick C1 compiler (no C2 optimizing in the background) and the
+# serial collector spends about half the CPU time of the default one here.
+# Child processes (a `tokenmill run` a test starts) inherit it.
+os.environ.setdefault("TOKENMILL_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +22,16 @@ def spark():
     session = get_spark("tokenmill-tests", cores=2)
     session.conf.set("spark.sql.shuffle.partitions", "4")
     yield session
+
+
+@pytest.fixture(scope="session")
+def llama_with_shards(tmp_path_factory):
+    """(shards, a tiny Llama checkpoint that uses their tokenizer), shared by the fine-tuning tests."""
+    from tokenmill.train.fixture import write_fixture, write_hf_model
+
+    root = tmp_path_factory.mktemp("llama_with_shards")
+    shards = write_fixture(root / "shards", n_train=96, n_val=8, seq_len=32)
+    return shards, write_hf_model(root / "model", "llama", vocab_size=512, tokenizer_dir=shards)
 
 
 @pytest.fixture

@@ -24,23 +24,26 @@ def union_find_labels(edges):
     return {x: find(x) for x in list(parent)}
 
 
-def random_graph(rng, nodes, n_edges):
-    edges = [(rng.randrange(nodes), rng.randrange(nodes)) for _ in range(n_edges)]
+def random_graph(rng, nodes, n_edges, first=0):
+    """Random edges among nodes first .. first+nodes-1, then a path of 100 more nodes."""
+    edges = [(first + rng.randrange(nodes), first + rng.randrange(nodes)) for _ in range(n_edges)]
     # A long path: the worst case for label propagation, a few rounds here.
-    edges += [(i, i + 1) for i in range(nodes, nodes + 100)]
+    edges += [(i, i + 1) for i in range(first + nodes, first + nodes + 100)]
     return edges
 
 
 def test_components_match_union_find(spark, tmp_path):
     rng = random.Random(7)
-    for trial, (nodes, n_edges) in enumerate([(40, 30), (1500, 1000)]):
-        edges = random_graph(rng, nodes, n_edges)
-        df = spark.createDataFrame(edges, "src long, dst long")
-        labels, rounds = connected_components(df, checkpoint_dir=str(tmp_path / f"cc{trial}"))
-        got = {r["node"]: r["label"] for r in labels.collect()}
-        expected = {n: l for n, l in union_find_labels(edges).items() if any(n in e for e in edges if e[0] != e[1])}
-        assert got == expected
-        assert 1 <= rounds <= 12
+    # A sparse small graph and a larger one side by side, on disjoint node ids:
+    # one run must get the components of both, each labelled by its smallest node.
+    edges = random_graph(rng, 40, 30) + random_graph(rng, 1500, 1000, first=1000)
+    df = spark.createDataFrame(edges, "src long, dst long")
+    labels, rounds = connected_components(df, checkpoint_dir=str(tmp_path / "cc"))
+    got = {r["node"]: r["label"] for r in labels.collect()}
+    expected = {n: l for n, l in union_find_labels(edges).items() if any(n in e for e in edges if e[0] != e[1])}
+    assert got == expected
+    assert any(label < 140 for label in got.values()) and any(label >= 1000 for label in got.values())
+    assert 1 <= rounds <= 12
 
 
 def test_components_on_string_ids_with_local_checkpoints(spark):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from tokenmill import tables
 from tokenmill.config import RunConfig, from_dict
+from tokenmill.facts import DedupFacts
 from tokenmill.pipeline import run_stages
 
 COLUMNS = "id string, source string, text string, meta string, n_chars int, n_words int, quality double"
@@ -79,11 +81,11 @@ def test_exact_and_near_clusters(spark, corpus_run):
         ("a1", "dedup", "duplicate_exact"), ("a3", "dedup", "duplicate_exact"),
         ("b2", "dedup", "duplicate_near"), ("d2", "dedup", "duplicate_exact")]
     assert rejects[0]["sample"] == "dup of a2: Hello World, this is a page."
-    x = rec.extra
-    assert (x["bands"], x["rows"]) == (14, 9)
-    assert x["removed_by_source"] == {"forum": {"near": 1}, "web": {"exact": 3}}
-    assert x["cluster_size_histogram"] == {"2": 2, "3": 1}
-    assert x["s_curve"]["0.80"] == pytest.approx(1 - (1 - 0.8 ** 9) ** 14, abs=1e-4)
+    x = DedupFacts.from_extra(rec.extra)
+    assert (x.bands, x.rows) == (14, 9)
+    assert x.removed_by_source == {"forum": {"near": 1}, "web": {"exact": 3}}
+    assert x.cluster_size_histogram == {"2": 2, "3": 1}
+    assert x.s_curve["0.80"] == pytest.approx(1 - (1 - 0.8 ** 9) ** 14, abs=1e-4)
     # The signatures table has every document, comparable across runs.
     assert tables.row_count(spark, f"{tmp_path}/tables/signatures") == 8
 
@@ -146,7 +148,7 @@ def test_incremental_equals_full_recompute(spark, tmp_path, corpus_run):
     # known from their signatures alone, never re-read or re-hashed.
     write_clean(spark, tmp_path / "new", [d for d in CORPUS if d[0] in new_ids])
     rec = run_dedup(spark, tmp_path / "new", previous_signatures=str(tmp_path / "old" / "tables" / "signatures"))
-    assert (rec.rows_in, rec.extra["incremental"]["previous_documents"]) == (4, 4)
+    assert (rec.rows_in, DedupFacts.from_extra(rec.extra).incremental["previous_documents"]) == (4, 4)
     for name in ("dup_clusters", "signatures"):
         assert table(spark, tmp_path / "new", name) == table(spark, full, name)
     full_kept = [r["id"] for r in table(spark, full, "deduped")]
@@ -166,13 +168,14 @@ def test_previous_signatures_must_match(spark, tmp_path, corpus_run):
         run_dedup(spark, tmp_path, previous_signatures=str(tmp_path / "nowhere"))
 
 
-def test_disabled_dedup_removes_an_earlier_runs_tables_and_rejects(spark, tmp_path):
-    write_clean(spark, tmp_path, CORPUS)
-    run_dedup(spark, tmp_path)
-    assert tables.exists(spark, f"{tmp_path}/tables/dup_clusters")
-    rec = run_dedup(spark, tmp_path, enabled=False)
+def test_disabled_dedup_removes_an_earlier_runs_tables_and_rejects(spark, tmp_path, corpus_run):
+    out = tmp_path / "out"
+    shutil.copytree(corpus_run[0], out)  # an enabled run's output, as it left it
+    assert tables.exists(spark, f"{out}/tables/dup_clusters")
+    assert [r for r in table(spark, out, "rejects") if r["stage"] == "dedup"]
+    rec = run_dedup(spark, out, enabled=False)
     assert rec.rows_out == len(CORPUS) and rec.dropped == {}
     for name in ("dup_clusters", "signatures"):
-        assert not tables.exists(spark, f"{tmp_path}/tables/{name}")
-    assert [r for r in table(spark, tmp_path, "rejects") if r["stage"] == "dedup"] == []
-    assert len(table(spark, tmp_path, "deduped")) == len(CORPUS)
+        assert not tables.exists(spark, f"{out}/tables/{name}")
+    assert [r for r in table(spark, out, "rejects") if r["stage"] == "dedup"] == []
+    assert len(table(spark, out, "deduped")) == len(CORPUS)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tokenmill import tables
+from tokenmill.facts import DedupFacts, EtlFacts, ShardsFacts, TokenizeFacts
 from tokenmill.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +180,7 @@ def ran_03(spark, workspace, ran_02):
 
 @pytest.fixture(scope="module")
 def ran_04(spark, workspace, ran_03):
-    shards = Manifest.load(workspace["out"]).stages["shards"].extra["location"]
+    shards = ShardsFacts.of(Manifest.load(workspace["out"])).location
     values = {
         "train_config": str(ROOT / "configs" / "train_tiny.yaml"),
         "shards": shards,
@@ -202,7 +203,7 @@ def test_01_etl(spark, workspace, ran_01):
     assert set(examples["reason"]) == set(rec.dropped)  # every reason has examples
     assert examples.groupby("reason").size().max() <= 3
     pii = shown.frames()[3]
-    assert dict(zip(pii["entity"], pii["replaced"])) == rec.extra["pii"] and len(pii) > 0
+    assert dict(zip(pii["entity"], pii["replaced"])) == EtlFacts.of(Manifest.load(workspace["out"])).pii and len(pii) > 0
     by_source = shown.frames()[4]
     assert by_source["documents"].sum() == rec.rows_out
     assert shown.figures() == 2
@@ -210,13 +211,14 @@ def test_01_etl(spark, workspace, ran_01):
 
 def test_02_dedup(spark, workspace, ran_02):
     ns, shown = ran_02
-    rec = Manifest.load(workspace["out"]).stages["dedup"]
+    manifest = Manifest.load(workspace["out"])
+    rec, facts = manifest.stages["dedup"], DedupFacts.of(manifest)
     summary = shown.frames()[0]
     assert summary.loc[0, "documents in"] == rec.rows_in and summary.loc[0, "kept"] == rec.rows_out
     sizes = shown.frames()[2]
-    assert {str(k): v for k, v in zip(sizes["cluster_size"], sizes["count"])} == rec.extra["cluster_size_histogram"]
+    assert {str(k): v for k, v in zip(sizes["cluster_size"], sizes["count"])} == facts.cluster_size_histogram
     largest = shown.frames()[3]
-    assert largest["cluster_id"].nunique() == min(3, sum(rec.extra["cluster_size_histogram"].values()))
+    assert largest["cluster_id"].nunique() == min(3, facts.clusters)
     assert (largest.groupby("cluster_id")["kept"].sum() == 1).all()  # one kept per cluster
     assert largest.groupby("cluster_id")["kept"].first().all()  # and it is listed first
 
@@ -224,16 +226,16 @@ def test_02_dedup(spark, workspace, ran_02):
 def test_03_tokenize_shards(spark, workspace, ran_03):
     (ns, shown), printed = ran_03
     manifest = Manifest.load(workspace["out"])
-    tok, shards = manifest.stages["tokenize"].extra, manifest.stages["shards"].extra
+    tok, shards = TokenizeFacts.of(manifest), ShardsFacts.of(manifest)
     totals = shown.frames()[0]
-    assert totals.loc[0, "tokens in sequences"] == tok["tokens_in_sequences"] and totals.loc[0, "seq_len"] == 128
+    assert totals.loc[0, "tokens in sequences"] == tok.tokens_in_sequences and totals.loc[0, "seq_len"] == 128
     splits = shown.frames()[1].set_index("split")
-    assert splits.loc["train", "sequences"] + splits.loc["val", "sequences"] == tok["sequences"]
+    assert splits.loc["train", "sequences"] + splits.loc["val", "sequences"] == tok.sequences
     by_source = shown.frames()[2]
-    assert by_source["tokens"].sum() == tok["tokens_in_sequences"]
+    assert by_source["tokens"].sum() == tok.tokens_in_sequences
     assert by_source["share %"].sum() == pytest.approx(100, abs=0.5)
     assert " ⏎EOS " in printed and '"format": "tokenmill-mds-v1"' in printed
-    assert (Path(shards["location"]) / "dataset.json").is_file()
+    assert (Path(shards.location) / "dataset.json").is_file()
 
 
 def test_04_train(spark, workspace, ran_04):

@@ -13,6 +13,8 @@ from tokenmill import cli
 from tokenmill.errors import UserError
 from tokenmill.plan import failure_budget, parse_size, plan, tokens_from_manifest
 
+from stage_facts import shards_extra
+
 
 def test_published_figure_30b_on_600b_tokens():
     """~3,000 H100-days and ~$500k at $7 per H100-hour, within 15% (the talk's own accuracy)."""
@@ -126,7 +128,8 @@ def test_short_run_checkpoints_once():
 
 def test_manifest_token_count(tmp_path, capsys):
     nested = tmp_path / "manifest.json"
-    nested.write_text(json.dumps({"stages": {"shards": {"extra": {"splits": {"train": {"tokens": 2_000_000}}}}}}))
+    splits = {"train": {"sequences": 1, "tokens": 2_000_000, "shards": 1}, "val": {"sequences": 1, "tokens": 1, "shards": 1}}
+    nested.write_text(json.dumps({"stages": {"shards": {"extra": shards_extra(splits=splits)}}}))
     assert tokens_from_manifest(nested) == 2e6
     top = tmp_path / "top.json"
     top.write_text(json.dumps({"tokens": 123456}))
@@ -138,6 +141,7 @@ def test_manifest_token_count(tmp_path, capsys):
 
 @pytest.mark.parametrize("content,message", [
     (json.dumps({"stages": {"etl": {}}}), "no token count"),
+    (json.dumps({"stages": {"shards": {"extra": {"splits": {}}}}}), "the shards record in manifest.json lacks format"),
     (json.dumps({"tokens": "many"}), "no token count"),
     (json.dumps({"tokens": True}), "no token count"),
     (json.dumps([1, 2]), "no token count"),

@@ -23,6 +23,8 @@ from tokenmill.report import card as report_card
 from tokenmill.report import data as report_data
 from tokenmill.train.fixture import write_fixture
 
+from stage_facts import dedup_extra, etl_extra, shards_extra
+
 DOC_SCHEMA = "id string, source string, text string, meta string, n_chars int, n_words int, quality double"
 
 
@@ -62,13 +64,13 @@ def out(spark, tmp_path_factory):
     (out / "shards" / "dataset.json").write_text(json.dumps(info))
     m = Manifest(out / "manifest.json")
     m.record(StageRecord("etl", 6, 5, {"too_short": 1},
-                         extra={"pii": {"EMAIL_ADDRESS": 4, "PHONE_NUMBER": 2}, "mojibake_fixed": 3}))
-    m.record(StageRecord("dedup", 5, 4, {"near_duplicate": 1}, extra={"bands": 9, "rows": 13}))
+                         extra={**etl_extra(pii={"EMAIL_ADDRESS": 4, "PHONE_NUMBER": 2}), "mojibake_fixed": 3}))
+    m.record(StageRecord("dedup", 5, 4, {"near_duplicate": 1}, extra=dedup_extra()))
     m.record(StageRecord("tokenize", 4, 4, {}, extra={"sequences": 2, "tokens": 20}))
-    m.record(StageRecord("shards", 2, 2, {}, extra={
-        "location": str(out / "shards"),
-        "shuffle_quality": {"train": {"window": 48, "max_share_deviation": 0.25, "worst_source": "web",
-                                      "source_sorted_deviation": 0.75}}}))
+    m.record(StageRecord("shards", 2, 2, {}, extra=shards_extra(
+        location=str(out / "shards"),
+        shuffle_quality={"train": {"window": 48, "max_share_deviation": 0.25, "worst_source": "web",
+                                   "source_sorted_deviation": 0.75}})))
     run = out.parent / "run"
     run.mkdir()
     lines = [{"step": 10, "loss": 5.0, "lr": 1e-3}, {"step": 20, "loss": 4.0, "lr": 9e-4},
@@ -165,7 +167,7 @@ def test_shuffle_quality_from_shards_in_storage_order(tmp_path):
 
 def test_card_degrades_when_stages_have_not_run(tmp_path, capsys):
     out = tmp_path / "out"
-    Manifest(out / "manifest.json").record(StageRecord("etl", 3, 3, {}, extra={"pii": {}}))
+    Manifest(out / "manifest.json").record(StageRecord("etl", 3, 3, {}, extra=etl_extra(pii={})))
     target = tmp_path / "card.html"
     assert cli.main(["report", str(out), "--html", str(target)]) == 0
     assert capsys.readouterr().out.strip() == f"data card: {target}"

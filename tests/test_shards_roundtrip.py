@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from tokenmill import tables
 from tokenmill.config import RunConfig, from_dict
+from tokenmill.facts import ShardsFacts, TokenizeFacts
 from tokenmill.manifest import Manifest
 from tokenmill.pipeline import run_stages
 
@@ -73,21 +74,21 @@ def test_accounting_and_dataset_json(first, spark):
     tok.encode_special_tokens = True
     eos = tok.token_to_id("<|endoftext|>")
     produced = sum(len(tok.encode(t, add_special_tokens=False).ids) + 1 for t in texts)
-    x = tok_rec.extra
-    assert tok_rec.rows_in == 240 and x["rows_unit"] == "documents"
+    x = TokenizeFacts.from_extra(tok_rec.extra)
+    assert tok_rec.rows_in == 240 and x.rows_unit == "documents"
     assert tok_rec.rows_out + sum(tok_rec.dropped.values()) == 240
-    assert x["tokens"] == produced
-    assert x["tokens_in_sequences"] + x["tokens_dropped"] == produced
-    assert 0 < x["tokens_dropped"] < 3 * SEQ_LEN  # at most one tail per packing group
+    assert x.tokens == produced
+    assert x.tokens_in_sequences + x.tokens_dropped == produced
+    assert 0 < x.tokens_dropped < 3 * SEQ_LEN  # at most one tail per packing group
     seqs = tables.read(spark, str(out / "tables" / "sequences"))
     n_seqs = seqs.count()
-    assert n_seqs * SEQ_LEN == x["tokens_in_sequences"]
+    assert n_seqs * SEQ_LEN == x.tokens_in_sequences
     dataset = json.loads((out / "shards" / "dataset.json").read_text())
     n_val = round(n_seqs * 0.05)
     assert dataset == {
         "format": "tokenmill-mds-v1", "column": "tokens", "dtype": "uint16", "seq_len": SEQ_LEN,
         "vocab_size": tok.get_vocab_size(), "eos_id": eos, "bos_id": None,
-        "tokenizer_sha256": x["tokenizer_sha256"],
+        "tokenizer_sha256": x.tokenizer_sha256,
         "splits": {"train": {"sequences": n_seqs - n_val, "tokens": (n_seqs - n_val) * SEQ_LEN,
                              "shards": dataset["splits"]["train"]["shards"]},
                    "val": {"sequences": n_val, "tokens": n_val * SEQ_LEN, "shards": 1}},
@@ -95,9 +96,10 @@ def test_accounting_and_dataset_json(first, spark):
     assert dataset["splits"]["train"]["shards"] >= 2  # two writer partitions
     assert (out / "shards" / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
     assert sh_rec.rows_in == sh_rec.rows_out == n_seqs
-    assert sh_rec.extra["tokens_dropped"] == x["tokens_dropped"]
-    assert sh_rec.extra["lineage"] == {"sequences": "delta:v0", "clean": "delta:v0"}
-    q = sh_rec.extra["shuffle_quality"]["train"]
+    shards = ShardsFacts.from_extra(sh_rec.extra)
+    assert shards.tokens_dropped == x.tokens_dropped
+    assert shards.lineage == {"sequences": "delta:v0", "clean": "delta:v0"}
+    q = shards.shuffle_quality["train"]
     # Input sorted by source: unshuffled, a window holds one source (deviation ~0.5).
     assert q["window"] == 100 and q["source_sorted_deviation"] > 0.45
     assert q["max_share_deviation"] < 0.25
@@ -175,7 +177,7 @@ def test_round_trip_two_ranks_resume(first, spark, tmp_path):
 
     # Decode: per packing group, in seq_id order, split at EOS.
     tok = Tokenizer.from_file(str(out / "shards" / "tokenizer.json"))
-    eos = manifest.stages["shards"].extra["eos_id"]
+    eos = ShardsFacts.of(manifest).eos_id
     groups: dict[int, list[int]] = {}
     for seq_id in sorted(samples):
         groups.setdefault(seq_id >> 32, []).extend(samples[seq_id])

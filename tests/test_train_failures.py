@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from tokenmill.train import loop
-from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, TrainConfig
+from tokenmill.train.config import CheckpointConfig, TrainConfig
 from tokenmill.train.fixture import write_fixture
 from tokenmill.train.runlog import read_jsonl
+
+from tiny_train import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +22,9 @@ def shards(tmp_path_factory):
 
 
 def config(shards, run_dir, **overrides) -> TrainConfig:
-    values = dict(
-        device="cpu",  # the exact checks mean the CPU, even where CUDA is visible
-        model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
-        data=DataConfig(shards=str(shards), clean_stale_shm=False),
-        checkpoint=CheckpointConfig(every_steps=100),
-        run_dir=str(run_dir), max_steps=6, global_batch_size=4, micro_batch_size=4,
-        log_every=1, mlflow=False,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+    values = dict(checkpoint=CheckpointConfig(every_steps=100), max_steps=6, global_batch_size=4,
+                  micro_batch_size=4, log_every=1)
+    return tiny_config(shards, run_dir, **{**values, **overrides})
 
 
 def poison_loss_at(monkeypatch, bad_steps: set[int]) -> None:

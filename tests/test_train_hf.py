@@ -175,14 +175,9 @@ def test_architectures_transformers_lacks_do_not_export():
 
 
 @pytest.fixture(scope="module")
-def matching(tmp_path_factory):
+def matching(llama_with_shards):
     """Shards and a Llama checkpoint that uses their tokenizer."""
-    from tokenmill.train.fixture import write_fixture
-
-    root = tmp_path_factory.mktemp("matching")
-    shards = write_fixture(root / "shards", n_train=64, n_val=8, seq_len=32)
-    model = write_hf_model(root / "model", "llama", vocab_size=512, tokenizer_dir=shards)
-    return shards, model
+    return llama_with_shards
 
 
 def train_cli(tmp_path, shards, init_from, capsys, **config):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from tokenmill.train import loop
-from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, TrainConfig
+from tokenmill.train.config import CheckpointConfig
 from tokenmill.train.fixture import write_fixture
 from tokenmill.train.runlog import read_jsonl
+
+from tiny_train import tiny_config
 
 
 def test_run_reports_progress_events_metrics_and_mlflow(tmp_path, one_rank, monkeypatch, capsys):
@@ -16,14 +18,8 @@ def test_run_reports_progress_events_metrics_and_mlflow(tmp_path, one_rank, monk
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     shards = write_fixture(tmp_path / "shards", n_train=64, n_val=16, seq_len=16)
     run_dir = tmp_path / "run"
-    cfg = TrainConfig(
-        device="cpu",  # the exact checks mean the CPU, even where CUDA is visible
-        model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
-        data=DataConfig(shards=str(shards), clean_stale_shm=False),
-        checkpoint=CheckpointConfig(every_steps=3),
-        run_dir=str(run_dir), max_steps=6, global_batch_size=4, micro_batch_size=2,
-        log_every=2, eval_every=3, mlflow=True,
-    )
+    cfg = tiny_config(shards, run_dir, checkpoint=CheckpointConfig(every_steps=3), max_steps=6,
+                      global_batch_size=4, micro_batch_size=2, log_every=2, eval_every=3, mlflow=True)
     loop.train(cfg)
 
     out = capsys.readouterr().out
@@ -47,14 +43,10 @@ def test_checkpoints_by_time(tmp_path, one_rank, monkeypatch):
     monkeypatch.setenv(loop.STEP_DELAY_ENV, "0.02")  # every step takes longer than 6 ms
     shards = write_fixture(tmp_path / "shards", n_train=32, n_val=8, seq_len=16)
     run_dir = tmp_path / "run"
-    cfg = TrainConfig(
-        device="cpu",  # the exact checks mean the CPU, even where CUDA is visible
-        model=ModelSpec(d_model=32, n_layers=1, n_heads=2),
-        data=DataConfig(shards=str(shards), clean_stale_shm=False),
-        # Every 6 ms of wall time: due after every step; only the last 2 kept.
-        checkpoint=CheckpointConfig(every_minutes=1e-4, keep_last=2),
-        run_dir=str(run_dir), max_steps=4, global_batch_size=4, micro_batch_size=4, mlflow=False,
-    )
+    cfg = tiny_config(shards, run_dir,
+                      # Every 6 ms of wall time: due after every step; only the last 2 kept.
+                      checkpoint=CheckpointConfig(every_minutes=1e-4, keep_last=2),
+                      max_steps=4, global_batch_size=4, micro_batch_size=4)
     loop.train(cfg)
     saved = [e["step"] for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "checkpoint"]
     assert saved == [1, 2, 3, 4]

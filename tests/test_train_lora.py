@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tokenmill.train.config import AttentionConfig, LoraConfig, ModelConfig
-from tokenmill.train.fixture import write_fixture, write_hf_model
+from tokenmill.train.fixture import write_hf_model
 from tokenmill.train.runlog import read_jsonl
 from tokenmill.typed_config import ConfigError
 from test_train_runs import events, kill_mid_run, run_train
@@ -160,11 +160,8 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lora")
-    shards = write_fixture(root / "shards", n_train=96, n_val=8, seq_len=32)
-    base = write_hf_model(root / "base", "llama", vocab_size=512, tokenizer_dir=shards)
-    return shards, base
+def setup(llama_with_shards):
+    return llama_with_shards
 
 
 def lora_config(tmp: Path, shards: Path, base: Path) -> Path:

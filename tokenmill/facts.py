@@ -28,12 +28,13 @@ class StageFacts:
 
     @classmethod
     def from_extra(cls: type[F], extra: dict[str, Any]) -> F:
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in extra]
+        """The facts in a record's ``extra``; a field with a default may be absent (older records)."""
+        fields = dataclasses.fields(cls)
+        missing = [f.name for f in fields if f.name not in extra and not _has_default(f)]
         if missing:
             raise UserError(f"the {cls.STAGE} record in manifest.json lacks {', '.join(missing)}: "
                             f"rerun `tokenmill {cls.STAGE} --force`")
-        return cls(**{n: extra[n] for n in names})
+        return cls(**{f.name: extra[f.name] for f in fields if f.name in extra})
 
     @classmethod
     def of(cls: type[F], manifest: Manifest) -> F:
@@ -41,6 +42,10 @@ class StageFacts:
         if rec is None:
             raise UserError(f"no {cls.STAGE} record in the manifest: run `tokenmill {cls.STAGE}` first")
         return cls.from_extra(rec.extra)
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 @dataclass(frozen=True)
@@ -74,3 +79,64 @@ class TokenizeFacts(StageFacts):
     tokens: int
     tokens_in_sequences: int
     tokens_dropped: int
+
+
+@dataclass(frozen=True)
+class DedupFacts(StageFacts):
+    STAGE = "dedup"
+
+    bands: int
+    rows: int  # rows per LSH band
+    num_perm: int
+    threshold: float
+    shingle: str  # e.g. "word 5-grams"
+    verify: str
+    s_curve: dict[str, float]  # "0.80" -> P(candidate | Jaccard 0.80)
+    candidate_edges: int
+    verified_edges: int
+    component_rounds: int
+    clusters: int
+    cluster_size_histogram: dict[str, int]  # "size" -> clusters of that size
+    removed_by_source: dict[str, dict[str, int]]  # source -> kind (exact/near) -> documents
+    documents_hashed: int
+    enabled: bool = True
+    incremental: dict[str, Any] | None = None  # previous_signatures, previous_documents
+
+    @classmethod
+    def disabled(cls) -> "DedupFacts":
+        """The record of a run with ``dedup.enabled: false``: nothing hashed, nothing removed."""
+        return cls(bands=0, rows=0, num_perm=0, threshold=0.0, shingle="", verify="none", s_curve={},
+                   candidate_edges=0, verified_edges=0, component_rounds=0, clusters=0,
+                   cluster_size_histogram={}, removed_by_source={}, documents_hashed=0, enabled=False)
+
+
+@dataclass(frozen=True)
+class ShardsFacts(StageFacts):
+    STAGE = "shards"
+
+    location: str  # the local shards folder
+    remote: str | None  # the remote copy, if any
+    # As in S/dataset.json.
+    format: str
+    column: str
+    dtype: str
+    seq_len: int
+    vocab_size: int
+    eos_id: int
+    bos_id: int | None
+    tokenizer_sha256: str
+    splits: dict[str, dict[str, int]]  # split -> sequences, tokens, shards
+    # The stage's own figures.
+    rows_unit: str
+    bytes: dict[str, int]  # split -> bytes written
+    partitions: dict[str, int]  # split -> writer partitions
+    compression: str
+    seed: int
+    shuffle_quality: dict[str, dict[str, Any]]  # split -> window, max_share_deviation, worst_source, ...
+    tokens_produced: int
+    tokens_dropped: int
+    lineage: dict[str, Any]
+
+    @property
+    def train_tokens(self) -> int:
+        return int(self.splits["train"]["tokens"])

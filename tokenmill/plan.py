@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 from tokenmill.errors import UserError
+from tokenmill.facts import ShardsFacts
 from tokenmill.gpus import GPUS  # the one table of peaks and prices (also read by the trainer and preflight)
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
@@ -73,11 +74,15 @@ def tokens_from_manifest(path: str | Path) -> float:
     except (UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"--manifest: {path} is not valid JSON ({exc})") from None
     tokens = None
-    try:
-        tokens = data["stages"]["shards"]["extra"]["splits"]["train"]["tokens"]
-    except (KeyError, TypeError):
-        if isinstance(data, dict):
-            tokens = data.get("tokens")
+    stages = data.get("stages") if isinstance(data, dict) else None
+    shards = stages.get("shards") if isinstance(stages, dict) else None
+    if isinstance(shards, dict):
+        try:
+            tokens = ShardsFacts.from_extra(shards.get("extra") or {}).train_tokens
+        except UserError as exc:
+            raise UserError(f"--manifest: {path}: {exc}") from None
+    elif isinstance(data, dict):
+        tokens = data.get("tokens")
     if isinstance(tokens, bool) or not isinstance(tokens, (int, float)) or tokens <= 0:
         raise UserError(f"--manifest: {path} has no token count (stages.shards.extra.splits.train.tokens "
                         f"or a top-level 'tokens'); run the shards stage first or pass --tokens")

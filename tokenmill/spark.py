@@ -1,7 +1,9 @@
 """The Spark session: the active one when there is one (Databricks), else local.
 
 Locally we size the driver for the machine, turn Arrow on (pandas/Arrow UDFs
-move batches as Arrow), keep logs quiet and the UI off. Delta is used through
+move batches as Arrow), keep logs quiet and the UI off. ``TOKENMILL_JAVA_OPTIONS``
+adds options to the local driver's JVM (the tests use it for a JVM that warms
+up fast: many short jobs on tiny data). Delta is used through
 Spark only when the session's classpath already has it; offline the
 ``tables`` module commits Parquet files as Delta with delta-rs instead.
 """
@@ -44,7 +46,7 @@ def get_spark(app_name: str = "tokenmill", cores: int | None = None):
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.python.worker.reuse", "true")
         .config("spark.sql.parquet.compression.codec", "zstd")
-        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=ERROR")
+        .config("spark.driver.extraJavaOptions", " ".join(["-Dlog4j2.level=ERROR", *_java_options()]))
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -58,6 +60,10 @@ def has_delta(spark) -> bool:
         return spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable") is not None
     except Exception:
         return False
+
+
+def _java_options() -> list[str]:
+    return os.environ.get("TOKENMILL_JAVA_OPTIONS", "").split()
 
 
 def _driver_memory() -> str:

@@ -23,6 +23,7 @@ from tokenmill.dedup import clusters, lsh
 from tokenmill.dedup.config import DedupConfig
 from tokenmill.dedup.exact import exact_key
 from tokenmill.errors import UserError
+from tokenmill.facts import DedupFacts
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, log
 
@@ -89,7 +90,7 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
                                   F.lit("").alias("sample")).limit(0)
         ctx.write_rejects(no_rejects, STAGE)
         return StageRecord(STAGE, rows_in, rows_in, inputs=inputs,
-                           outputs={OUTPUT: ctx.signature(OUTPUT)}, extra={"enabled": False})
+                           outputs={OUTPUT: ctx.signature(OUTPUT)}, extra=DedupFacts.disabled().to_extra())
     check_unique_ids(clean)
     bands, rows = lsh.lsh_params(cfg)
     log(f"[dedup] LSH: {bands} bands x {rows} rows of {cfg.num_perm} permutations for Jaccard >= {cfg.threshold} "
@@ -97,13 +98,13 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
 
     # Phase 1: signatures (new documents only), plus an earlier run's.
     new_sigs = signatures_of(clean, cfg)
-    extra: dict = {}
+    incremental = None
     if cfg.previous_signatures:
         prev, location = read_previous(spark, cfg)
         inputs[location] = ctx.signature(location)
         earlier = prev.select(*SIG_COLUMNS).join(clean.select("id"), "id", "left_anti")
         new_sigs = new_sigs.unionByName(earlier)
-        extra["incremental"] = {"previous_signatures": location, "previous_documents": tables.row_count(spark, location)}
+        incremental = {"previous_signatures": location, "previous_documents": tables.row_count(spark, location)}
     with SparkProgress(spark, "dedup signatures"):
         ctx.write(new_sigs, SIGNATURES)
     sigs = ctx.read(SIGNATURES)
@@ -138,24 +139,25 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
         by_kind[r["kind"]] = by_kind.get(r["kind"], 0) + r["count"]
     histogram = {str(r["cluster_size"]): r["count"] for r in
                  dups.where(F.col("kept")).groupBy("cluster_size").count().orderBy("cluster_size").collect()}
-    extra.update({
-        "bands": bands, "rows": rows, "num_perm": cfg.num_perm, "threshold": cfg.threshold,
-        "shingle": f"{cfg.shingle} {cfg.ngram}-grams", "verify": cfg.verify,
-        "s_curve": lsh.s_curve(bands, rows),
-        "candidate_edges": cstats.candidate_edges, "verified_edges": cstats.verified_edges,
-        "component_rounds": cstats.rounds,
-        "clusters": sum(histogram.values()),
-        "cluster_size_histogram": histogram,
-        "removed_by_source": dict(sorted(by_source.items())),
-        "documents_hashed": rows_in,
-    })
+    facts = DedupFacts(
+        bands=bands, rows=rows, num_perm=cfg.num_perm, threshold=cfg.threshold,
+        shingle=f"{cfg.shingle} {cfg.ngram}-grams", verify=cfg.verify,
+        s_curve=lsh.s_curve(bands, rows),
+        candidate_edges=cstats.candidate_edges, verified_edges=cstats.verified_edges,
+        component_rounds=cstats.rounds,
+        clusters=sum(histogram.values()),
+        cluster_size_histogram=histogram,
+        removed_by_source=dict(sorted(by_source.items())),
+        documents_hashed=rows_in,
+        incremental=incremental,
+    )
     rows_out = tables.row_count(spark, ctx.location(OUTPUT))
     return StageRecord(
         STAGE, rows_in, rows_out,
         dropped={REASONS[k]: v for k, v in by_kind.items()},
         inputs=inputs,
         outputs={name: ctx.signature(name) for name in (OUTPUT, CLUSTERS, SIGNATURES)},
-        extra=extra,
+        extra=facts.to_extra(),
     )
 
 
@@ -170,16 +172,16 @@ def _scratch_dir(ctx) -> str | None:
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
-    x = rec.extra
-    if not x.get("bands"):
+    x = DedupFacts.from_extra(rec.extra)
+    if not x.enabled:
         return ["dedup disabled"]
-    at = x["s_curve"].get(f"{x['threshold']:.2f}", "?")
-    lines = [f"LSH {x['bands']} bands x {x['rows']} rows ({x['shingle']}, Jaccard >= {x['threshold']}, "
-             f"P(candidate | J={x['threshold']:.2f}) = {at})",
-             f"candidate edges {x['candidate_edges']:,}, verified {x['verified_edges']:,}, "
-             f"components in {x['component_rounds']} rounds",
-             f"clusters {x['clusters']:,}; sizes " + ", ".join(f"{k}:{v}" for k, v in x["cluster_size_histogram"].items())]
-    for source, kinds in x["removed_by_source"].items():
+    at = x.s_curve.get(f"{x.threshold:.2f}", "?")
+    lines = [f"LSH {x.bands} bands x {x.rows} rows ({x.shingle}, Jaccard >= {x.threshold}, "
+             f"P(candidate | J={x.threshold:.2f}) = {at})",
+             f"candidate edges {x.candidate_edges:,}, verified {x.verified_edges:,}, "
+             f"components in {x.component_rounds} rounds",
+             f"clusters {x.clusters:,}; sizes " + ", ".join(f"{k}:{v}" for k, v in x.cluster_size_histogram.items())]
+    for source, kinds in x.removed_by_source.items():
         lines.append(f"  removed from {source}: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     return lines
 

@@ -95,13 +95,13 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
-    x = rec.extra
+    x = EtlFacts.from_extra(rec.extra)
     lines = [
-        f"ingest    {x['ingest']['rows_in']:>12,} rows read, {x['ingest']['rows_out']:,} documents",
-        f"clean     {x['clean']['rows_in']:>12,} documents, {x['clean']['rows_out']:,} kept",
-        f"text      {human_bytes(x['text_bytes']):>12} at {x['mb_per_s']:.2f} MB/s",
+        f"ingest    {x.ingest['rows_in']:>12,} rows read, {x.ingest['rows_out']:,} documents",
+        f"clean     {x.clean['rows_in']:>12,} documents, {x.clean['rows_out']:,} kept",
+        f"text      {human_bytes(x.text_bytes):>12} at {x.mb_per_s:.2f} MB/s",
     ]
-    pii = x.get("pii") or {}
+    pii = x.pii
     lines.append(f"PII       {sum(pii.values()):>12,} replaced" + ("" if pii else " (none found)"))
     for entity, n in sorted(pii.items(), key=lambda kv: -kv[1]):
         lines.append(f"    {entity:<30} {n:>10,}")

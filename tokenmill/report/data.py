@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from tokenmill import tables
+from tokenmill.facts import DedupFacts, EtlFacts, ShardsFacts
 from tokenmill.manifest import Manifest
 
 # Stage tables, in pipeline order, that hold one row per document.
@@ -119,9 +120,11 @@ def gather(
 
 
 def default_shards_dir(manifest: Manifest, out: str) -> Path:
-    """Where the shards stage says it wrote (extra.location), else OUT/shards."""
-    rec = manifest.stages.get("shards")
-    location = (rec.extra.get("location") if rec else None) or f"{out.removeprefix('file://')}/shards"
+    """Where the shards stage says it wrote, else OUT/shards."""
+    if "shards" in manifest.stages:
+        location = ShardsFacts.of(manifest).location
+    else:
+        location = f"{out.removeprefix('file://')}/shards"
     return Path(str(location).removeprefix("file://"))
 
 
@@ -167,13 +170,10 @@ def drops(manifest: Manifest) -> Section:
 
 
 def pii_by_type(manifest: Manifest, t: Tables) -> Section:
-    """PII replaced, by entity type: etl's record (``extra["pii"]``)."""
-    rec = manifest.stages.get("etl")
-    if rec is None:
+    """PII replaced, by entity type: etl's record (``EtlFacts.pii``)."""
+    if "etl" not in manifest.stages:
         return Section(missing="etl has not run")
-    counts = rec.extra.get("pii")  # EtlFacts.pii
-    if not isinstance(counts, dict):
-        return Section(missing="etl's manifest record has no PII counts by type")
+    counts = EtlFacts.of(manifest).pii
     return Section(dict(sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: -kv[1])))
 
 
@@ -182,7 +182,7 @@ def cluster_sizes(manifest: Manifest, t: Tables) -> Section:
     if "dedup" not in manifest.stages:
         return Section(missing="dedup has not run")
     if not t.exists("dup_clusters"):
-        counts = manifest.stages["dedup"].extra.get("cluster_size_histogram")
+        counts = DedupFacts.of(manifest).cluster_size_histogram
         if counts:
             return Section({int(k): int(v) for k, v in counts.items()})
         return Section(missing="no dup_clusters table")
@@ -302,9 +302,8 @@ def shuffle_quality(shards_dir: Path, t: Tables, manifest: Optional[Manifest] = 
     if not seq_ids or seq_ids[0] is None:
         return Section(missing="the shards have no seq_id column")
     result: dict[str, Any] = {"samples": len(seq_ids), "seq_ids": seq_ids[:5000]}
-    stage = manifest.stages.get("shards") if manifest else None
-    if stage is not None and isinstance(stage.extra.get("shuffle_quality"), dict):
-        result["stage"] = stage.extra["shuffle_quality"]  # the shards stage's own measure, per split
+    if manifest is not None and "shards" in manifest.stages:
+        result["stage"] = ShardsFacts.of(manifest).shuffle_quality  # the shards stage's own measure, per split
     result["spearman"] = spearman(list(range(len(seq_ids))), seq_ids)
     if sources[0] is None and t.exists("sequences"):
         sources = _sources_for(t, seq_ids)

@@ -35,7 +35,7 @@ import numpy as np
 
 from tokenmill import pipeline, tables
 from tokenmill.errors import UserError
-from tokenmill.facts import TokenizeFacts
+from tokenmill.facts import ShardsFacts, TokenizeFacts
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, human_bytes, log
 from tokenmill.shards import mds
@@ -171,33 +171,33 @@ def run(ctx) -> StageRecord:
         rows_out=rows_out,
         inputs={INPUT: ctx.signature(INPUT)},
         outputs={str(final): ctx.signature(str(final))},
-        extra={
+        extra=ShardsFacts(
+            location=str(final),
+            remote=remote,
             **dataset,
-            "rows_unit": "sequences",
-            "location": str(final),
-            "remote": remote,
-            "bytes": {s: per_split[s]["bytes"] for s in SPLITS},
-            "partitions": {"train": train_parts, "val": val_parts},
-            "compression": cfg.compression,
-            "seed": cfg.seed,
-            "shuffle_quality": quality,
-            "tokens_produced": tok.tokens,
-            "tokens_dropped": tok.tokens_dropped,
-            "lineage": {INPUT: ctx.signature(INPUT), **ctx.manifest.stages["tokenize"].inputs},
-        },
+            rows_unit="sequences",
+            bytes={s: per_split[s]["bytes"] for s in SPLITS},
+            partitions={"train": train_parts, "val": val_parts},
+            compression=cfg.compression,
+            seed=cfg.seed,
+            shuffle_quality=quality,
+            tokens_produced=tok.tokens,
+            tokens_dropped=tok.tokens_dropped,
+            lineage={INPUT: ctx.signature(INPUT), **ctx.manifest.stages["tokenize"].inputs},
+        ).to_extra(),
     )
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
-    x = rec.extra
-    lines = [f"shards     {x['location']}" + (f" -> {x['remote']}" if x.get("remote") else ""),
-             f"format     {x['format']}, tokens {x['dtype']} x {x['seq_len']}, vocab {x['vocab_size']:,}"]
+    x = ShardsFacts.from_extra(rec.extra)
+    lines = [f"shards     {x.location}" + (f" -> {x.remote}" if x.remote else ""),
+             f"format     {x.format}, tokens {x.dtype} x {x.seq_len}, vocab {x.vocab_size:,}"]
     for split in SPLITS:
-        s = x["splits"][split]
+        s = x.splits[split]
         lines.append(f"{split:<6}     {s['sequences']:>10,} sequences  {s['tokens']:>13,} tokens  "
-                     f"{s['shards']:>4} shards  {human_bytes(x['bytes'][split])}")
-    lines.append(f"dropped    {x['tokens_dropped']:>10,} tokens of {x['tokens_produced']:,} (packing tails)")
-    q = x["shuffle_quality"]["train"]
+                     f"{s['shards']:>4} shards  {human_bytes(x.bytes[split])}")
+    lines.append(f"dropped    {x.tokens_dropped:>10,} tokens of {x.tokens_produced:,} (packing tails)")
+    q = x.shuffle_quality["train"]
     lines.append(f"shuffle    max source-share deviation {q['max_share_deviation']:.4f} over windows of "
                  f"{q['window']:,} (unshuffled: {q['source_sorted_deviation']:.4f})")
     return lines

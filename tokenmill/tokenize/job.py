@@ -90,12 +90,12 @@ def run(ctx) -> StageRecord:
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
-    x = rec.extra
+    x = TokenizeFacts.from_extra(rec.extra)
     return [
-        f"tokenizer  {x['tokenizer_sha256'][:12]} ({x['tokenizer_source']}), vocab {x['vocab_size']:,} {x['dtype']}",
-        f"tokens     {x['tokens']:>12,} produced",
-        f"           {x['tokens_in_sequences']:>12,} in {x['sequences']:,} sequences of {x['seq_len']}",
-        f"           {x['tokens_dropped']:>12,} dropped (group tails)",
+        f"tokenizer  {x.tokenizer_sha256[:12]} ({x.tokenizer_source}), vocab {x.vocab_size:,} {x.dtype}",
+        f"tokens     {x.tokens:>12,} produced",
+        f"           {x.tokens_in_sequences:>12,} in {x.sequences:,} sequences of {x.seq_len}",
+        f"           {x.tokens_dropped:>12,} dropped (group tails)",
     ]
 
 

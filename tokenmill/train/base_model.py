@@ -13,13 +13,18 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from tokenmill.errors import UserError
 from tokenmill.train.config import ModelConfig, ModelSpec
 from tokenmill.train.hf_adapter import family_of, model_config_from_hf
-from tokenmill.train.hf_io import METADATA_FILES, HFCheckpoint, check_weights, open_checkpoint
 from tokenmill.typed_config import ConfigError
+
+if TYPE_CHECKING:
+    from tokenmill.train.hf_io import HFCheckpoint
+
+# hf_io (and torch with it) is imported where a base model is read: the launcher of a
+# run from scratch checks its config without starting torch.
 
 BASE_DIR = "base"  # <run_dir>/base: the base model's config and tokenizer files, for export
 
@@ -38,6 +43,8 @@ class BaseModel:
 
 def prepare(init_from: str, spec: ModelSpec, info) -> BaseModel:
     """The base model's config for these shards (``info``: ShardsInfo), every check done."""
+    from tokenmill.train.hf_io import check_weights, open_checkpoint
+
     _check_spec_is_default(spec)
     ckpt = open_checkpoint(init_from)
     where = str(ckpt.root / "config.json")
@@ -120,6 +127,8 @@ def check_against_shards(ckpt: HFCheckpoint, cfg: ModelConfig, info) -> None:
 
 def copy_metadata(base: BaseModel, run_dir: Path) -> Path:
     """Keep the base model's config and tokenizer files with the run (export writes them back)."""
+    from tokenmill.train.hf_io import METADATA_FILES
+
     target = run_dir / BASE_DIR
     target.mkdir(parents=True, exist_ok=True)
     for name in METADATA_FILES:
@@ -138,7 +147,7 @@ def load_pretrained(root: str | Path, seq_len: int | None = None, attention=None
     import torch
 
     from tokenmill.train.config import AttentionConfig
-    from tokenmill.train.hf_io import load_into
+    from tokenmill.train.hf_io import check_weights, load_into, open_checkpoint
     from tokenmill.train.model import GPT
 
     ckpt = open_checkpoint(root)

@@ -78,14 +78,14 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Architecture. ``vocab_size`` and ``seq_len`` must match the shards."""
+class _Architecture:
+    """The architecture fields that the trainer's ModelConfig and the YAML's ModelSpec share."""
 
     d_model: int = 128
     n_layers: int = 2
     n_heads: int = 4
-    vocab_size: int = 512
-    seq_len: int = 64
+    vocab_size: Optional[int] = None
+    seq_len: Optional[int] = None
     mlp_ratio: float = 4.0
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     position: Literal["alibi", "rope"] = "alibi"
@@ -99,6 +99,14 @@ class ModelConfig:
     d_ff: Optional[int] = None  # MLP hidden width; None: from mlp_ratio
     rope_scaling: Optional[RopeScaling] = None
     qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Architecture):
+    """Architecture. ``vocab_size`` and ``seq_len`` must match the shards."""
+
+    vocab_size: int = 512
+    seq_len: int = 64
     context_len: Optional[int] = None  # longest context the model was made for (imports)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     lora: Optional[LoraConfig] = None  # adapters on these projections; the rest is frozen
@@ -154,31 +162,13 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(_Architecture):
     """ModelConfig as written in YAML: vocab/seq_len may come from the shards.
 
     With ``init_from`` the architecture comes from the checkpoint's
     config.json; only ``attention`` (and vocab/seq_len checks) apply then.
     """
 
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    vocab_size: Optional[int] = None
-    seq_len: Optional[int] = None
-    mlp_ratio: float = 4.0
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    position: Literal["alibi", "rope"] = "alibi"
-    mlp: Literal["gelu", "swiglu"] = "gelu"
-    tie_embeddings: bool = True
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
-    n_kv_heads: Optional[int] = None
-    d_head: Optional[int] = None
-    d_ff: Optional[int] = None
-    rope_scaling: Optional[RopeScaling] = None
-    qkv_bias: bool = False
     attention: AttentionConfig = field(default_factory=AttentionConfig)
 
 
