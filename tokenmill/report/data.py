@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from tokenmill import tables
+from tokenmill import locations, tables
 from tokenmill.manifest import Manifest
 
 # Stage tables, in pipeline order, that hold one row per document.
@@ -93,7 +93,7 @@ def gather(
     run_log: Optional[str] = None,
     shards: Optional[str] = None,
 ) -> CardData:
-    manifest = Manifest.load(out)
+    manifest = Manifest.load(locations.local_dir(out))
     card = CardData(out=str(out), manifest=manifest.to_dict())
     t = Tables(str(out), catalog_schema, spark_factory)
     shards_dir = Path(shards) if shards else default_shards_dir(manifest, str(out))
@@ -121,8 +121,8 @@ def gather(
 def default_shards_dir(manifest: Manifest, out: str) -> Path:
     """Where the shards stage says it wrote (extra.location), else OUT/shards."""
     rec = manifest.stages.get("shards")
-    location = (rec.extra.get("location") if rec else None) or f"{out.removeprefix('file://')}/shards"
-    return Path(str(location).removeprefix("file://"))
+    location = (rec.extra.get("location") if rec else None) or locations.join(out, "shards")
+    return locations.local_path(location)
 
 
 # --- sections ----------------------------------------------------------------------
