@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from tokenmill.errors import UserError
 
@@ -48,10 +49,25 @@ def get_spark(app_name: str = "tokenmill", cores: int | None = None, *, master: 
     builder = SparkSession.builder.remote(remote) if remote else SparkSession.builder.master(master)
     for key, value in _settings(remote or master, cores).items():
         builder = builder.config(key, value)
-    spark = builder.appName(app_name).getOrCreate()
+    with warnings.catch_warnings():
+        # Connect re-applies every setting to the running session and warns about the
+        # static ones (driver memory, UI): those already took effect at server start.
+        warnings.simplefilter("ignore", UserWarning)
+        spark = builder.appName(app_name).getOrCreate()
+    _quiet_logs(spark, remote)
+    return spark
+
+
+def _quiet_logs(spark, remote: str | None) -> None:
+    """Errors only in the logs of the JVM this process runs (none for a remote server)."""
     if not is_connect(spark):
         spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    elif remote is not None and remote.startswith("local"):
+        from pyspark import SparkContext
+
+        server = SparkContext._active_spark_context  # the local Connect server's own driver
+        if server is not None:
+            server.setLogLevel("ERROR")
 
 
 def _active_session(SparkSession, connect: bool):
