@@ -75,9 +75,10 @@ def test_a_60mb_file_is_read_by_several_tasks_with_one_task_ids(spark, tmp_path)
     path = tmp_path / "big.jsonl"
     rng = random.Random(7)
     words = [w.encode() for w in "river stone light spark shard token data mill over under".split()]
-    with open(path, "wb") as f:
-        for i in range(60_000):
-            body = b" ".join(rng.choice(words) for _ in range(170))
+    bodies = [b" ".join(rng.choice(words) for _ in range(180)) for _ in range(500)]
+    with open(path, "wb") as f:  # every third line has an id; the others get one from their line number
+        for i in range(62_000):
+            body = bodies[i % 500]
             f.write(b'{"id": "k%d", "text": "%s"}\n' % (i, body) if i % 3 == 0 else b'{"text": "%s"}\n' % body)
     assert path.stat().st_size > 60_000_000
     whole = list(read_task(_task(path), MAX, UTF8))
@@ -85,7 +86,8 @@ def test_a_60mb_file_is_read_by_several_tasks_with_one_task_ids(spark, tmp_path)
     expected_crc = sum(zlib.crc32(r[2].encode()) for r in whole)
 
     df = read_files(spark, [_task(path)], CFG)
-    got = df.groupBy().agg(F.count("*").alias("n"), F.countDistinct(F.spark_partition_id()).alias("tasks"),
+    got = df.withColumn("task", F.spark_partition_id()).groupBy().agg(
+        F.count("*").alias("n"), F.countDistinct("task").alias("tasks"),
                            F.sum(F.crc32(F.col("text"))).alias("crc"), F.sort_array(F.collect_list("id")).alias("ids"))
     row = got.first()
     assert row["tasks"] > 1, "a big plain JSONL must be read by more than one task"

@@ -111,7 +111,10 @@ def parallelism(spark) -> int:
     """How many tasks the session runs at once (Spark's default parallelism)."""
     if not is_connect(spark):
         return spark.sparkContext.defaultParallelism
-    configured = spark.conf.get("spark.default.parallelism", None)
+    try:
+        configured = spark.conf.get("spark.default.parallelism", None)
+    except Exception:  # serverless may refuse to show a setting
+        configured = None
     if configured:
         return int(configured)
     if spark.session_id not in _PARALLELISM:

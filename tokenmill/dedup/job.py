@@ -14,7 +14,6 @@ Phases, each ending in a table so it can be inspected and reused:
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from pyspark.sql import functions as F
 
