@@ -9,7 +9,7 @@
 2. One plain JSONL file read by ingest (rows counted, texts hashed):
    as one task (the way before byte-range splits) and split at line ends.
 
-    python -m bench.bench_connect --corpus sample --n-docs 400          # smoke size
+    python -m bench.bench_connect --corpus sample --n-docs 400 --set etl.pii.enabled=false   # smoke size
     python -m bench.bench_connect --corpus machine --mb 200 --cores 2   # >= 200 MB of real text
 """
 
@@ -28,6 +28,7 @@ from pathlib import Path
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "tokenize: {seq_len: 1024}\nshards: {partitions: 4}\n"
+OVERRIDES: list[str] = []  # --set FIELD=VALUE, passed to every run
 
 
 def corpus_docs(args) -> list[str]:
@@ -48,6 +49,8 @@ def _env(cores: int) -> dict[str, str]:
 def run_pipeline(where: list[str], inputs: Path, out: Path, config: Path, env: dict[str, str]) -> float:
     command = [sys.executable, "-m", "tokenmill.cli", "run", "--input", str(inputs), "--output", str(out),
                "--config", str(config), *where]
+    for override in OVERRIDES:
+        command += ["--set", override]
     started = time.time()
     with open(out.with_suffix(".log"), "w") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -124,8 +127,11 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200, help="machine corpus size")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--kinds", default="classic,connect,standalone")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a run config override for every run, e.g. etl.pii.enabled=false")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
+    OVERRIDES.extend(args.set)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="bench-connect-"))
     try:

@@ -78,12 +78,13 @@ class StageContext:
         A table name or location -> its Delta version; a file or folder -> a
         hash of relative paths, sizes and modification times.
         """
-        if Path(target).is_file():
-            return files_signature(target)
+        path = locations.strip_file_scheme(target)  # file:///x and /x are the same file
+        if Path(path).is_file():
+            return files_signature(path)
         location = self.location(target) if "/" not in target and not tables.is_catalog_name(target) else target
         if tables.exists(self.spark, location):
             return f"delta:v{tables.version(self.spark, location)}"
-        return files_signature(target)
+        return files_signature(path)
 
 
 class Stage(Protocol):
