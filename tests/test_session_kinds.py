@@ -29,6 +29,14 @@ def test_a_running_connect_server_is_not_resized():
 def test_the_classic_session_kind_and_parallelism(spark):
     assert not session.is_connect(spark)
     assert session.parallelism(spark) == spark.sparkContext.defaultParallelism
+    # Where the setting cannot be read (Spark Connect), the session is asked by a query.
+    assert session.measured_parallelism(spark) == spark.sparkContext.defaultParallelism
+
+
+def test_the_query_probe_for_delta_finds_none_here(spark):
+    # The probe Spark Connect sessions use (no JVM to ask); this classpath has no Delta.
+    assert session._delta_source_exists(spark) is False
+    assert session.has_delta(spark) is False
 
 
 def test_master_and_remote_exclude_each_other(capsys):

@@ -118,12 +118,16 @@ def parallelism(spark) -> int:
     if configured:
         return int(configured)
     if spark.session_id not in _PARALLELISM:
-        # A range without a partition count gets the server's default parallelism.
-        from pyspark.sql import functions as F
-
-        last = spark.range(0, 1 << 16).agg(F.max(F.spark_partition_id())).first()[0]
-        _PARALLELISM[spark.session_id] = int(last) + 1
+        _PARALLELISM[spark.session_id] = measured_parallelism(spark)
     return _PARALLELISM[spark.session_id]
+
+
+def measured_parallelism(spark) -> int:
+    """A range without a partition count is split by the server's default parallelism."""
+    from pyspark.sql import functions as F
+
+    ids = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+    return int(ids.agg(F.max("p")).first()[0]) + 1
 
 
 _HAS_DELTA: dict[str, bool] = {}
