@@ -104,6 +104,7 @@ def single_file_read(docs: list[str], work: Path, cores: int) -> dict:
     spark = get_spark("bench-connect-read", cores=cores)
     cfg = EtlConfig()
     result = {"mb": round(size / 1e6, 1)}
+    read_files(spark, [task], cfg).count()  # warm up: JVM, Python workers, page cache, for both reads alike
     usual = ranges.MIN_SPLIT_BYTES
     for name, min_split in (("one_task", 1 << 62), ("split", usual)):
         ranges.MIN_SPLIT_BYTES = min_split  # "one_task": no file is ever large enough to split

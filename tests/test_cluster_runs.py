@@ -1,7 +1,7 @@
 """The whole pipeline on Spark Connect and on a standalone cluster equals the classic run.
 
 A slice of the sample corpus (every input format) goes through every stage
-three ways: in this process on the classic local session, through
+three ways, at once: in this process on the classic local session, through
 ``tokenmill run --remote local[2]`` (a Spark Connect server, no SparkContext
 on the client) and through ``tokenmill run --master spark://...`` on a
 standalone master with two worker processes (executors in their own JVMs
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -59,21 +60,60 @@ def _cli_env(**extra) -> dict[str, str]:
     return env
 
 
-def _run_cli(where: list[str], corpus, out: Path, **env) -> Path:
-    inputs, config = corpus
-    args = [a for path in inputs for a in ("--input", path)]
-    command = [sys.executable, "-m", "tokenmill.cli", "run", *args, "--output", f"file://{out}",
-               "--config", str(config), *where]
-    log = out.with_suffix(".log")
-    with open(log, "w") as f:
-        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, env=_cli_env(**env),
-                               timeout=RUN_TIMEOUT_S, cwd=out.parent)
-    assert code == 0, f"{' '.join(where)} run failed:\n" + log.read_text()[-4000:]
-    return out
+class CliRun:
+    """``tokenmill run`` in a subprocess of its own process group, started now, awaited later."""
+
+    def __init__(self, where: list[str], corpus, out: Path, **env):
+        inputs, config = corpus
+        args = [a for path in inputs for a in ("--input", path)]
+        command = [sys.executable, "-m", "tokenmill.cli", "run", *args, "--output", f"file://{out}",
+                   "--config", str(config), *where]
+        self.where, self.out, self.log = where, out, out.with_suffix(".log")
+        with open(self.log, "w") as f:
+            self.proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=_cli_env(**env),
+                                         cwd=out.parent, start_new_session=True)
+
+    def finish(self) -> Path:
+        code = self.proc.wait(timeout=RUN_TIMEOUT_S)
+        assert code == 0, f"{' '.join(self.where)} run failed:\n" + self.log.read_text()[-4000:]
+        return self.out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
 @pytest.fixture(scope="session")
-def classic_out(spark, corpus, tmp_path_factory) -> Path:
+def other_runs(corpus, tmp_path_factory):
+    """The Spark Connect run and the standalone cluster's run, started together.
+
+    Started before the classic run (which then runs in this process): small
+    Spark jobs leave cores idle (JVM starts, driver-side work), so the three
+    runs overlap well on two cores.
+    """
+    from tokenmill.standalone import local_cluster
+
+    logs = tmp_path_factory.mktemp("standalone")
+    conf = logs / "conf"
+    conf.mkdir()
+    # A cluster keeps Spark's 200 shuffle partitions unless told; 4 keeps this small run quick.
+    (conf / "spark-defaults.conf").write_text("spark.sql.shuffle.partitions 4\nspark.executor.memory 1g\n")
+    with local_cluster(logs, workers=2, cores=1, memory="1g", env=_cli_env()) as url:
+        runs = {
+            "connect": CliRun(["--remote", "local[2]"], corpus, tmp_path_factory.mktemp("connect") / "out"),
+            "standalone": CliRun(["--master", url], corpus, tmp_path_factory.mktemp("standalone-run") / "out",
+                                 SPARK_CONF_DIR=str(conf)),
+        }
+        try:
+            yield runs, logs
+        finally:
+            for run in runs.values():
+                run.stop()
+
+
+@pytest.fixture(scope="session")
+def classic_out(other_runs, spark, corpus, tmp_path_factory) -> Path:
     inputs, config = corpus
     out = tmp_path_factory.mktemp("classic") / "out"
     cfg = load_run_config(str(config), {"inputs": [{"path": p} for p in inputs], "output": f"file://{out}"})
@@ -82,29 +122,13 @@ def classic_out(spark, corpus, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def connect_out(corpus, tmp_path_factory) -> Path:
-    return _run_cli(["--remote", "local[2]"], corpus, tmp_path_factory.mktemp("connect") / "out")
+def connect_out(other_runs) -> Path:
+    return other_runs[0]["connect"].finish()
 
 
 @pytest.fixture(scope="session")
-def standalone_master(tmp_path_factory):
-    """A standalone master and two 1-core workers on 127.0.0.1; stopped afterwards."""
-    from tokenmill.standalone import local_cluster
-
-    logs = tmp_path_factory.mktemp("standalone")
-    with local_cluster(logs, workers=2, cores=1, memory="1g", env=_cli_env()) as url:
-        yield url, logs
-
-
-@pytest.fixture(scope="session")
-def standalone_out(standalone_master, corpus, tmp_path_factory) -> Path:
-    url, logs = standalone_master
-    conf = logs / "conf"
-    conf.mkdir()
-    # A cluster keeps Spark's 200 shuffle partitions unless told; 4 keeps this small run quick.
-    (conf / "spark-defaults.conf").write_text("spark.sql.shuffle.partitions 4\nspark.executor.memory 1g\n")
-    return _run_cli(["--master", url], corpus, tmp_path_factory.mktemp("standalone-run") / "out",
-                    SPARK_CONF_DIR=str(conf))
+def standalone_out(other_runs) -> Path:
+    return other_runs[0]["standalone"].finish()
 
 
 def _tables(out: Path) -> dict[str, list[str]]:
@@ -151,8 +175,8 @@ def test_spark_connect_run_equals_the_classic_run(connect_out, classic_out):
     _assert_same_run(connect_out, classic_out)
 
 
-def test_standalone_cluster_run_equals_the_classic_run(standalone_out, standalone_master, classic_out):
+def test_standalone_cluster_run_equals_the_classic_run(standalone_out, other_runs, classic_out):
     _assert_same_run(standalone_out, classic_out)
-    _, logs = standalone_master
+    _, logs = other_runs
     executors = [p for p in (logs / "work").glob("app-*/*") if p.is_dir()]
     assert len(executors) >= 2, "the run must have used an executor on each worker"

@@ -34,7 +34,6 @@ def test_plain_and_file_uri_paths_are_the_same_absolute_folder(tmp_path, monkeyp
     assert locations.local_dir(f"file://{tmp_path}/out") == tmp_path / "out"
     assert locations.local_dir(f"file:{tmp_path}/out") == tmp_path / "out"
     assert locations.local_dir("/Volumes/c/s/v/out") == Path("/Volumes/c/s/v/out")
-    assert locations.spark_location(f"file://{tmp_path}/x") == str(tmp_path / "x")
     assert locations.join("s3://b/out/", "tables", "clean") == "s3://b/out/tables/clean"
 
 

@@ -68,13 +68,6 @@ def local_dir(location: str) -> Path:
     return local_path(location)
 
 
-def spark_location(location: str) -> str:
-    """What Spark and delta-rs are given: remote URIs as they are, local paths absolute."""
-    if is_remote(location):
-        return str(location)
-    return str(local_path(location))
-
-
 def join(location: str, *names: str) -> str:
     """``location/name/...`` keeping the location's scheme."""
     return "/".join([str(location).rstrip("/"), *names])
