@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -44,15 +46,16 @@ def test_group_packer_docs_entirely_in_tail_and_long_docs():
 
 
 def test_packer_over_arrow_batches_switches_groups():
-    reported = []
-    pack = make_packer(seq_len=2, report=reported.append)
+    pack = make_packer(seq_len=2)
     tokens = pa.array([[1, 0], [2, 2, 0], [3, 0], [4, 0]], pa.list_(pa.int32()))
     batch = pa.RecordBatch.from_arrays(
         [pa.array([0, 0, 1, 1], pa.int32()), pa.array(["a", "b", "c", "d"]), pa.array(["s", "t", "u", "v"]), tokens],
         names=["group", "id", "source", "tokens"])
     # The same group continues across a batch boundary.
     rows = [r for b in pack(iter([batch.slice(0, 1), batch.slice(1, 3)])) for r in b.to_pylist()]
-    seqs = [(r["seq_id"], r["tokens"], r["source"]) for r in rows]
+    seqs = [(r["seq_id"], r["tokens"], r["source"]) for r in rows if r["stats"] is None]
+    reported = [json.loads(r["stats"]) for r in rows if r["stats"] is not None]
+    assert all(r["seq_id"] is None and r["tokens"] is None for r in rows if r["stats"] is not None)
     assert seqs == [(0, [1, 0], "s"), (1, [2, 2], "t"), (1 << 32, [3, 0], "u"), ((1 << 32) + 1, [4, 0], "v")]
     assert [s["group"] for s in reported] == [0, 1]  # each group reported once, when finished
     totals = total_stats(reported, seq_len=2)

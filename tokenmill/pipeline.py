@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from tokenmill import tables
+from tokenmill import locations, tables
 from tokenmill.config import RunConfig, config_hash, load_run_config, parse_overrides
 from tokenmill.errors import UserError
 from tokenmill.manifest import Manifest, StageRecord
@@ -78,12 +78,13 @@ class StageContext:
         A table name or location -> its Delta version; a file or folder -> a
         hash of relative paths, sizes and modification times.
         """
-        if Path(target).is_file():
-            return files_signature(target)
+        path = locations.strip_file_scheme(target)  # file:///x and /x are the same file
+        if Path(path).is_file():
+            return files_signature(path)
         location = self.location(target) if "/" not in target and not tables.is_catalog_name(target) else target
         if tables.exists(self.spark, location):
             return f"delta:v{tables.version(self.spark, location)}"
-        return files_signature(target)
+        return files_signature(path)
 
 
 class Stage(Protocol):
@@ -151,7 +152,7 @@ def is_up_to_date(ctx: StageContext, stage: str) -> bool:
 
 def run_stages(spark, cfg: RunConfig, stages: list[str], force: bool = False) -> Manifest:
     out = _output_dir(cfg)
-    manifest = Manifest.load(out)
+    manifest = Manifest.load(locations.local_dir(out))
     manifest.meta.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     ctx = StageContext(spark=spark, cfg=cfg, out=out, manifest=manifest)
     for name in stages:
@@ -196,14 +197,13 @@ def _output_dir(cfg: RunConfig) -> str:
     if not cfg.output:
         raise UserError("no output given: pass --output OUT (or set output: in the config)")
     out = cfg.output
-    if "://" not in out or out.startswith("file://"):
-        path = Path(out.removeprefix("file://"))
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
-        if not os.access(path, os.W_OK):
-            raise UserError(f"output folder is not writable: {path}")
+    path = locations.local_dir(out)  # manifest.json and tokenizer.json are plain files
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"output folder is not writable: {path}")
     return out
 
 
@@ -220,6 +220,12 @@ def add_stage_arguments(parser: argparse.ArgumentParser, inputs: bool = False) -
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override one config field, e.g. --set etl.filters.min_words=20 (repeatable)")
     parser.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--master", metavar="URL",
+                       help="classic Spark on this master, e.g. spark://host:7077 (default: MASTER, else local)")
+    where.add_argument("--remote", metavar="URL",
+                       help="Spark Connect: sc://host:15002, or local[N] to start a server here "
+                            "(default: SPARK_REMOTE); an already active session is used as it is")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -241,7 +247,8 @@ def run_command(args: argparse.Namespace, stages: list[str]) -> int:
         raise UserError("no input given: pass --input PATH (or set inputs: in the config)")
     from tokenmill.spark import get_spark
 
-    run_stages(get_spark(), cfg, stages, force=args.force)
+    spark = get_spark(master=getattr(args, "master", None), remote=getattr(args, "remote", None))
+    run_stages(spark, cfg, stages, force=args.force)
     return 0
 
 

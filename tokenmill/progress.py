@@ -1,9 +1,11 @@
 """What a person watching a long job sees: progress lines and stage summaries.
 
-``SparkProgress`` polls Spark's status tracker from a daemon thread and
-prints, every few seconds, tasks done of the running stages, the rate and
-an ETA (bytes done are estimated from the share of tasks done when the
-input size is known). ``print_summary`` ends each stage with one screen.
+``SparkProgress`` prints, every few seconds from a daemon thread, tasks done
+of the running stages, the rate and an ETA (bytes done are estimated from
+the share of tasks done when the input size is known). The task counts come
+from the status tracker on a classic driver, and from the progress handler
+on Spark Connect (which has no SparkContext). ``print_summary`` ends each
+stage with one screen.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class SparkProgress:
         self.started = time.time()
         log(f"[{self.label}] started" + (f" ({human_bytes(self.total_bytes)} input)" if self.total_bytes else ""))
         if self.every_s > 0:
+            self._counts = self._task_counts()
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()
         return self
@@ -61,26 +64,40 @@ class SparkProgress:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=1)
+        if self._handler is not None:
+            self.spark.removeProgressHandler(self._handler)
         log(f"[{self.label}] finished in {human_seconds(time.time() - self.started)}")
         return False
 
+    _handler = None
+
+    def _task_counts(self):
+        """A function giving (tasks done, tasks) of the running stages."""
+        from tokenmill.spark import is_connect
+
+        if not is_connect(self.spark):
+            tracker = self.spark.sparkContext.statusTracker()
+            return lambda: _tracker_counts(tracker)
+        latest = [0, 0]
+
+        def handler(stages, inflight_tasks, operation_id, done):
+            running = [s for s in stages or () if not s.done]
+            latest[:] = [sum(s.num_completed_tasks for s in running), sum(s.num_tasks for s in running)]
+
+        self._handler = handler
+        self.spark.registerProgressHandler(handler)
+        return lambda: tuple(latest)
+
     def _loop(self):
-        tracker = self.spark.sparkContext.statusTracker()
         while not self._stop.wait(self.every_s):
             try:
-                line = self._line(tracker)
+                line = self._line(*self._counts())
             except Exception:  # the tracker can race with job end; progress is best effort
                 continue
             if line:
                 log(line)
 
-    def _line(self, tracker) -> str | None:
-        done = total = 0
-        for stage_id in tracker.getActiveStageIds():
-            info = tracker.getStageInfo(stage_id)
-            if info:
-                done += info.numCompletedTasks
-                total += info.numTasks
+    def _line(self, done: int, total: int) -> str | None:
         elapsed = time.time() - self.started
         if not total:
             return f"[{self.label}] working… {human_seconds(elapsed)} elapsed"
@@ -92,6 +109,16 @@ class SparkProgress:
         if 0 < frac < 1:
             parts.append(f"ETA {human_seconds(elapsed * (1 - frac) / frac)} for this step")
         return ", ".join(parts)
+
+
+def _tracker_counts(tracker) -> tuple[int, int]:
+    done = total = 0
+    for stage_id in tracker.getActiveStageIds():
+        info = tracker.getStageInfo(stage_id)
+        if info:
+            done += info.numCompletedTasks
+            total += info.numTasks
+    return done, total
 
 
 def print_summary(rec: StageRecord, lines: list[str] | None = None) -> None:

@@ -1,4 +1,10 @@
-"""The Spark session: the active one when there is one (Databricks), else local.
+"""The Spark session: the active one when there is one (Databricks), else a new one.
+
+Three kinds: a classic local session (the default), a classic session on a
+cluster (``--master spark://...``, ``MASTER``) and a Spark Connect session
+(``--remote sc://...`` or ``local[N]``, ``SPARK_REMOTE``; what Databricks
+serverless, standard access mode and Databricks Connect give). Stages use
+only what all three have; ``is_connect`` is the one check for the rest.
 
 Locally we size the driver for the machine, turn Arrow on (pandas/Arrow UDFs
 move batches as Arrow), keep logs quiet and the UI off. ``TOKENMILL_JAVA_OPTIONS``
@@ -12,19 +18,27 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from tokenmill.errors import UserError
 
 
-def get_spark(app_name: str = "tokenmill", cores: int | None = None):
-    """Return the active SparkSession, or start a local one fit for this machine."""
+def get_spark(app_name: str = "tokenmill", cores: int | None = None, *, master: str | None = None,
+              remote: str | None = None):
+    """The active SparkSession, else a new one.
+
+    ``remote`` (or SPARK_REMOTE) starts a Spark Connect session: ``sc://host:port``
+    for a running server, ``local[N]`` for one started here. Otherwise a classic
+    session on ``master`` (or MASTER, TOKENMILL_SPARK_MASTER; default local[cores]).
+    """
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise UserError(
             "pyspark is not installed; install the local extra: pip install 'tokenmill[local]'"
         ) from None
-    active = SparkSession.getActiveSession()
+    remote = remote or os.environ.get("SPARK_REMOTE") or None
+    active = _active_session(SparkSession, connect=remote is not None)
     if active is not None:
         return active
     # Workers must run the same Python as the driver (the venv's).
@@ -33,33 +47,113 @@ def get_spark(app_name: str = "tokenmill", cores: int | None = None):
     # presidio's e-mail recognizer would fetch the public suffix list.
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     cores = cores or int(os.environ.get("TOKENMILL_SPARK_CORES", "0")) or os.cpu_count() or 2
-    builder = (
-        SparkSession.builder.master(os.environ.get("TOKENMILL_SPARK_MASTER", f"local[{cores}]"))
-        .appName(app_name)
-        .config("spark.driver.memory", os.environ.get("TOKENMILL_DRIVER_MEMORY", _driver_memory()))
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "2000")
-        .config("spark.sql.shuffle.partitions", str(max(2, cores * 2)))
-        .config("spark.default.parallelism", str(max(2, cores * 2)))
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.python.worker.reuse", "true")
-        .config("spark.sql.parquet.compression.codec", "zstd")
-        .config("spark.driver.extraJavaOptions", " ".join(["-Dlog4j2.level=ERROR", *_java_options()]))
-    )
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    master = master or os.environ.get("MASTER") or os.environ.get("TOKENMILL_SPARK_MASTER") or f"local[{cores}]"
+    builder = SparkSession.builder.remote(remote) if remote else SparkSession.builder.master(master)
+    for key, value in _settings(remote or master, cores).items():
+        builder = builder.config(key, value)
+    with warnings.catch_warnings():
+        # Connect re-applies every setting to the running session and warns about the
+        # static ones (driver memory, UI): those already took effect at server start.
+        warnings.simplefilter("ignore", UserWarning)
+        spark = builder.appName(app_name).getOrCreate()
+    _quiet_logs(spark, remote)
     return spark
+
+
+def _quiet_logs(spark, remote: str | None) -> None:
+    """Errors only in the logs of the JVM this process runs (none for a remote server)."""
+    if not is_connect(spark):
+        spark.sparkContext.setLogLevel("ERROR")
+    elif remote is not None and remote.startswith("local"):
+        from pyspark import SparkContext
+
+        server = SparkContext._active_spark_context  # the local Connect server's own driver
+        if server is not None:
+            server.setLogLevel("ERROR")
+
+
+def _active_session(SparkSession, connect: bool):
+    if connect:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        return ConnectSession.getActiveSession()
+    return SparkSession.getActiveSession()
+
+
+def _settings(where: str, cores: int) -> dict[str, str]:
+    """Session settings; machine-sized ones only where this machine runs the executors."""
+    settings = {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "2000",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.python.worker.reuse": "true",
+        "spark.sql.parquet.compression.codec": "zstd",
+        "spark.driver.extraJavaOptions": " ".join(["-Dlog4j2.level=ERROR", *_java_options()]),
+    }
+    if where.startswith("sc://"):  # a running server: its machine is sized by whoever started it
+        return settings
+    settings["spark.driver.memory"] = os.environ.get("TOKENMILL_DRIVER_MEMORY", _driver_memory())
+    if where.startswith("local"):
+        settings["spark.sql.shuffle.partitions"] = str(max(2, cores * 2))
+        settings["spark.default.parallelism"] = str(max(2, cores * 2))
+    return settings
+
+
+def is_connect(spark) -> bool:
+    """True for a Spark Connect session (serverless, standard access mode, Databricks Connect)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+_PARALLELISM: dict[str, int] = {}
+
+
+def parallelism(spark) -> int:
+    """How many tasks the session runs at once (Spark's default parallelism)."""
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    try:
+        configured = spark.conf.get("spark.default.parallelism", None)
+    except Exception:  # serverless may refuse to show a setting
+        configured = None
+    if configured:
+        return int(configured)
+    if spark.session_id not in _PARALLELISM:
+        _PARALLELISM[spark.session_id] = measured_parallelism(spark)
+    return _PARALLELISM[spark.session_id]
+
+
+def measured_parallelism(spark) -> int:
+    """A range without a partition count is split by the server's default parallelism."""
+    from pyspark.sql import functions as F
+
+    ids = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+    return int(ids.agg(F.max("p")).first()[0]) + 1
+
+
+_HAS_DELTA: dict[str, bool] = {}
 
 
 def has_delta(spark) -> bool:
     """True when Spark itself can read and write Delta (Databricks, delta-spark jars)."""
+    if not is_connect(spark):
+        try:
+            return spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable") is not None
+        except Exception:
+            return False
+    if spark.session_id not in _HAS_DELTA:
+        _HAS_DELTA[spark.session_id] = _delta_source_exists(spark)
+    return _HAS_DELTA[spark.session_id]
+
+
+def _delta_source_exists(spark) -> bool:
+    """Ask the server to resolve a Delta read of a missing path: only a missing source says no."""
     try:
-        spark._jvm.io.delta.tables.DeltaTable  # noqa: B018 - probe the JVM classpath
-        return spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable") is not None
-    except Exception:
-        return False
+        spark.read.format("delta").load("/tokenmill-delta-probe-does-not-exist").schema  # noqa: B018
+    except Exception as exc:  # the error's text names the reason
+        return "DATA_SOURCE_NOT_FOUND" not in str(exc) and "Failed to find data source" not in str(exc)
+    return True
 
 
 def _java_options() -> list[str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from tokenmill.errors import UserError
-from tokenmill.spark import has_delta
+from tokenmill.spark import has_delta, is_connect
 
 _CATALOG_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_`][\w`]*){1,2}$")
 
@@ -48,7 +48,7 @@ def exists(spark, location: str) -> bool:
     if is_catalog_name(location):
         return bool(spark.catalog.tableExists(location))
     if has_delta(spark):
-        return _jvm_is_delta(spark, location)
+        return _spark_is_delta(spark, location)
     from deltalake import DeltaTable
 
     return DeltaTable.is_deltatable(_local(location))
@@ -171,7 +171,13 @@ def _local(location: str) -> str:
     return location
 
 
-def _jvm_is_delta(spark, location: str) -> bool:
+def _spark_is_delta(spark, location: str) -> bool:
+    if is_connect(spark):  # no JVM here: a Delta read's schema resolves only for a Delta table
+        try:
+            spark.read.format("delta").load(location).schema  # noqa: B018
+            return True
+        except Exception:
+            return False
     try:
         jvm = spark._jvm
         return bool(jvm.io.delta.tables.DeltaTable.isDeltaTable(spark._jsparkSession, location))

@@ -14,11 +14,10 @@ Phases, each ending in a table so it can be inspected and reused:
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from tokenmill import pipeline, tables
+from tokenmill import locations, pipeline, tables
 from tokenmill.dedup import clusters, lsh
 from tokenmill.dedup.config import DedupConfig
 from tokenmill.dedup.exact import exact_key
@@ -163,10 +162,9 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
 
 def _scratch_dir(ctx) -> str | None:
     """Local folder for component rounds; None (Spark local checkpoints) for remote outputs."""
-    out = str(ctx.out)
-    if "://" in out and not out.startswith("file://"):
+    if locations.is_remote(ctx.out):
         return None
-    path = Path(out.removeprefix("file://")) / "_tmp" / "dedup-components"
+    path = locations.local_dir(ctx.out) / "_tmp" / "dedup-components"
     shutil.rmtree(path, ignore_errors=True)
     return str(path)
 

@@ -1,10 +1,16 @@
 """Ingest raw inputs into one schema: id, source, text, meta, n_chars (+ reason, sample).
 
-File inputs (JSONL plain/.gz/.zst, text files) are read by Python tasks, one
-task per file, so every line gets its own verdict: a malformed, non-UTF-8,
-NUL-bearing or oversized line becomes a row with a ``reason`` instead of
-failing the job. (Spark's text reader has no zstd codec offline and gives
-no line numbers.) Parquet, Delta and catalog tables are read by Spark.
+File inputs (JSONL plain/.gz/.zst, text files) are read by Python tasks, so
+every line gets its own verdict: a malformed, non-UTF-8, NUL-bearing or
+oversized line becomes a row with a ``reason`` instead of failing the job.
+(Spark's text reader has no zstd codec offline and gives no line numbers.)
+Parquet, Delta and catalog tables are read by Spark.
+
+Small files are packed several to a task. A plain (uncompressed) JSONL file
+larger than a task's share is cut into byte ranges at line ends, one task
+each; the driver counts the lines before each cut, so a line keeps its
+number (and its derived id) whatever the split. Compressed files cannot be
+entered midway and are read by one task each; a text file is one document.
 
 A row whose ``reason`` is null is a document; any other row is a reject
 whose ``sample`` holds the first characters of what was read.
@@ -17,6 +23,7 @@ repairing it with U+FFFD would silently keep a damaged document. Set it to
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -26,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from tokenmill import tables
+from tokenmill import locations, tables
+from tokenmill import spark as session
 from tokenmill.errors import UserError
+from tokenmill.etl import ranges
 from tokenmill.etl.config import EtlConfig, InputSpec
 
 RAW_SCHEMA = ("id string, source string, text string, meta string, n_chars int, "
@@ -52,15 +61,27 @@ class FileTask:
     text_field: str
     id_field: str | None
     preset: str | None
+    start: int = 0  # byte range [start, end) of the file; end None: to its end
+    end: int | None = None
+    first_line: int = 1  # number of the range's first line in the whole file
+
+    def size(self) -> int:
+        return (self.end if self.end is not None else os.path.getsize(self.path)) - self.start
 
 
 # --- planning: which files, which formats -------------------------------------------
 
 
+def _input_path(spec: InputSpec) -> str:
+    """The input as a path here: file:// stripped, dbfs:/ as its Databricks mount."""
+    mounted = locations.fuse_path(spec.path)
+    return str(mounted) if mounted is not None else locations.strip_file_scheme(spec.path)
+
+
 def source_label(spec: InputSpec) -> str:
     if spec.source:
         return spec.source
-    p = Path(spec.path.removeprefix("file://").rstrip("/"))
+    p = Path(_input_path(spec).rstrip("/"))
     if tables.is_catalog_name(spec.path) and not p.exists():
         return spec.path.split(".")[-1]
     return (p.parent.name if p.is_file() else p.name) or "input"
@@ -88,12 +109,17 @@ def plan_input(spec: InputSpec, cfg: EtlConfig) -> tuple[list[FileTask], list[st
     table kind is "" for plain files, else "delta" or "table". A path that
     does not exist (and is not a catalog table) is a UserError.
     """
-    raw = spec.path.removeprefix("file://")
+    raw = _input_path(spec)
     p = Path(raw)
     source = source_label(spec)
     fmt = spec.format
     if fmt == "table" or (fmt == "auto" and not p.exists() and tables.is_catalog_name(raw)):
         return [], [], "table"
+    if locations.is_remote(raw):
+        if fmt == "delta":
+            return [], [], "delta"
+        raise UserError(f"input {spec.path}: files are listed and read on this machine, so give a local, file:// "
+                        "or /Volumes/... path (an object-store Delta table works with format: delta)")
     if not p.exists():
         raise UserError(f"input not found: {spec.path} (check the path, or give a catalog table as catalog.schema.table)")
     if fmt == "delta" or (fmt == "auto" and p.is_dir() and (p / "_delta_log").is_dir()):
@@ -125,7 +151,7 @@ def relative_location(root: Path, file: Path) -> str:
 
 
 def input_root(spec: InputSpec) -> Path:
-    p = Path(spec.path.removeprefix("file://"))
+    p = Path(_input_path(spec))
     return p.parent if p.is_file() else p
 
 
@@ -152,9 +178,15 @@ def _open(path: str) -> io.BufferedIOBase:
     return open(path, "rb", buffering=1 << 20)
 
 
-def _lines(stream, limit: int) -> Iterator[tuple[int, bytes, bool]]:
+def _open_range(task: FileTask) -> io.BufferedIOBase:
+    if task.start == 0 and task.end is None:
+        return _open(task.path)
+    return ranges.open_range(task.path, task.start, task.size())
+
+
+def _lines(stream, limit: int, first: int = 1) -> Iterator[tuple[int, bytes, bool]]:
     """(1-based line number, bytes, too_long). A too-long line yields only its head."""
-    n = 0
+    n = first - 1
     while True:
         line = stream.readline(limit + 1)
         if not line:
@@ -197,8 +229,8 @@ def _reject(task: FileTask, location: str, reason: str, data: bytes, doc_id=None
 
 def read_jsonl(task: FileTask, max_bytes: int, invalid_utf8: str) -> Iterator[tuple]:
     """One raw row per non-blank line."""
-    with _open(task.path) as stream:
-        for n, raw, too_long in _lines(stream, max_bytes):
+    with _open_range(task) as stream:
+        for n, raw, too_long in _lines(stream, max_bytes, task.first_line):
             location = f"{task.rel}:{n}"
             if too_long:
                 yield _reject(task, location, "too_long", raw)
@@ -332,7 +364,7 @@ def _read_files_udf(max_bytes: int, invalid_utf8: str):
 
 def group_files(tasks: list[FileTask], target_bytes: int, min_groups: int) -> list[list[FileTask]]:
     """Files packed into groups of about target_bytes (largest first, each to the lightest group)."""
-    sized = sorted(((os.path.getsize(t.path), t) for t in tasks), key=lambda x: -x[0])
+    sized = sorted(((t.size(), t) for t in tasks), key=lambda x: -x[0])
     total = sum(size for size, _ in sized)
     n = max(1, min(len(sized), max(min_groups, -(-total // target_bytes))))
     groups: list[list[FileTask]] = [[] for _ in range(n)]
@@ -344,14 +376,29 @@ def group_files(tasks: list[FileTask], target_bytes: int, min_groups: int) -> li
     return [g for g in groups if g]
 
 
-def read_files(spark, tasks: list[FileTask], cfg: EtlConfig):
-    """Raw rows of all file tasks; files are packed into Spark tasks of about GROUP_BYTES."""
-    import dataclasses
+def split_task(task: FileTask, target: int) -> list[FileTask]:
+    """A plain JSONL file's task as byte ranges of about ``target`` bytes, cut at line ends."""
+    if task.fmt != "jsonl" or task.path.lower().endswith(COMPRESSED) or task.size() <= target:
+        return [task]
+    return [dataclasses.replace(task, start=start, end=end, first_line=line)
+            for start, end, line in ranges.line_ranges(task.path, target)]
 
-    groups = group_files(tasks, GROUP_BYTES, spark.sparkContext.defaultParallelism)
-    rows = [(json.dumps([dataclasses.asdict(t) for t in g]),) for g in groups]
-    rdd = spark.sparkContext.parallelize(rows, len(rows))
-    df = spark.createDataFrame(rdd, "files string")
+
+def read_files(spark, tasks: list[FileTask], cfg: EtlConfig):
+    """Raw rows of all file tasks, one Spark task per group of about GROUP_BYTES.
+
+    The task list travels as a literal array indexed by a range of one row
+    per partition: no RDD, so it runs on Spark Connect as on a classic driver.
+    """
+    from pyspark.sql import functions as F
+
+    cores = session.parallelism(spark)
+    target = ranges.split_bytes(sum(t.size() for t in tasks), cores, GROUP_BYTES)
+    pieces = [piece for t in tasks for piece in split_task(t, target)]
+    groups = group_files(pieces, GROUP_BYTES, cores)
+    payload = F.array(*[F.lit(json.dumps([dataclasses.asdict(t) for t in g])) for g in groups])
+    df = spark.range(0, len(groups), 1, len(groups)).select(
+        F.element_at(payload, F.col("id").cast("int") + 1).alias("files"))
     return df.mapInArrow(_read_files_udf(cfg.ingest.max_doc_bytes, cfg.ingest.invalid_utf8), RAW_SCHEMA)
 
 
@@ -471,7 +518,7 @@ def ingest(spark, specs: tuple[InputSpec, ...], cfg: EtlConfig):
         if kind == "table":
             frames.append(from_table(spark.table(spec.path), spec, cfg, spec.path))
         elif kind == "delta":
-            frames.append(from_table(tables.read(spark, spec.path.removeprefix("file://")), spec, cfg, spec.path))
+            frames.append(from_table(tables.read(spark, _input_path(spec)), spec, cfg, spec.path))
         readable, rejects = check_parquet_files(spec, parquet)
         if readable:
             frames.append(from_table(spark.read.parquet(*readable), spec, cfg, spec.path, input_root(spec)))
@@ -491,7 +538,7 @@ def input_bytes(specs: tuple[InputSpec, ...]) -> int:
     """Bytes on disk of the file inputs (for progress and MB/s)."""
     total = 0
     for spec in specs:
-        p = Path(spec.path.removeprefix("file://"))
+        p = Path(_input_path(spec))
         if p.is_file():
             total += p.stat().st_size
         elif p.is_dir():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from tokenmill import pipeline
+from tokenmill import spark as session
 from tokenmill.etl.clean import CLEAN_COLUMNS, clean_and_redact, redact_samples
 from tokenmill.etl.ingest import ingest, input_bytes, plan_input
 from tokenmill.facts import EtlFacts
@@ -25,8 +26,14 @@ PARTITION_CHARS = 16_000_000
 def _partitions(spark, n_chars: int, configured: int) -> int:
     if configured:
         return configured
-    cores = spark.sparkContext.defaultParallelism
-    return max(cores, -(-n_chars // PARTITION_CHARS))
+    return max(session.parallelism(spark), -(-n_chars // PARTITION_CHARS))
+
+
+def filled_partitions(df) -> int:
+    """Partitions holding rows (a DataFrame query: Spark Connect has no RDD to ask)."""
+    from pyspark.sql import functions as F
+
+    return df.select(F.spark_partition_id().alias("p")).distinct().count()
 
 
 def run(ctx: pipeline.StageContext) -> StageRecord:
@@ -52,9 +59,9 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
     # Clean straight from the cached raw rows (same rows as documents): no re-read.
     # Spread them over the cores when ingest made too few partitions (one big file).
     documents = raw.where(F.col("reason").isNull())
-    parts = documents.rdd.getNumPartitions()
+    parts = filled_partitions(documents)
     wanted = _partitions(spark, int(text_bytes), cfg.partitions)
-    if parts < spark.sparkContext.defaultParallelism or cfg.partitions:
+    if parts < session.parallelism(spark) or cfg.partitions:
         documents, parts = documents.repartition(wanted), wanted
     with SparkProgress(spark, "etl: clean + PII", text_bytes):
         out = clean_and_redact(documents, cfg).persist(StorageLevel.MEMORY_AND_DISK)

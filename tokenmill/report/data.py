@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from tokenmill import tables
+from tokenmill import locations, tables
 from tokenmill.facts import DedupFacts, EtlFacts, ShardsFacts
 from tokenmill.manifest import Manifest
 
@@ -94,7 +94,7 @@ def gather(
     run_log: Optional[str] = None,
     shards: Optional[str] = None,
 ) -> CardData:
-    manifest = Manifest.load(out)
+    manifest = Manifest.load(locations.local_dir(out))
     card = CardData(out=str(out), manifest=manifest.to_dict())
     t = Tables(str(out), catalog_schema, spark_factory)
     shards_dir = Path(shards) if shards else default_shards_dir(manifest, str(out))
@@ -121,11 +121,8 @@ def gather(
 
 def default_shards_dir(manifest: Manifest, out: str) -> Path:
     """Where the shards stage says it wrote, else OUT/shards."""
-    if "shards" in manifest.stages:
-        location = ShardsFacts.of(manifest).location
-    else:
-        location = f"{out.removeprefix('file://')}/shards"
-    return Path(str(location).removeprefix("file://"))
+    location = ShardsFacts.of(manifest).location if "shards" in manifest.stages else locations.join(out, "shards")
+    return locations.local_path(location)
 
 
 # --- sections ----------------------------------------------------------------------

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenmill import pipeline, tables
+from tokenmill import locations, pipeline, tables
+from tokenmill import spark as session
 from tokenmill.errors import UserError
 from tokenmill.facts import ShardsFacts, TokenizeFacts
 from tokenmill.manifest import StageRecord
@@ -46,25 +47,21 @@ FORMAT = "tokenmill-mds-v1"
 INPUT = "sequences"
 
 
-def is_remote(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
-
-
-def locations(ctx) -> tuple[Path, str | None]:
+def shard_locations(ctx) -> tuple[Path, str | None]:
     """(local shards folder, remote URI or None)."""
     target = ctx.cfg.shards.output
-    default = Path(ctx.out.removeprefix("file://")) / "shards"
+    default = locations.local_dir(ctx.out) / "shards"
     if target is None:
         return default, None
-    if is_remote(target):
+    if locations.is_remote(target):
         return default, target.rstrip("/")
-    return Path(target.removeprefix("file://")), None
+    return locations.local_dir(target), None
 
 
 def tokenize_facts(ctx) -> tuple[TokenizeFacts, Path]:
     """What tokenize recorded, and its tokenizer.json, checked to be the one the sequences were made with."""
     facts = TokenizeFacts.of(ctx.manifest)
-    path = Path(ctx.out.removeprefix("file://")) / "tokenizer.json"
+    path = locations.local_dir(ctx.out) / "tokenizer.json"
     if not path.is_file() or file_sha256(path) != facts.tokenizer_sha256:
         raise UserError(f"{path} is missing or is not the tokenizer the sequences were made with; "
                         "rerun `tokenmill tokenize --force`")
@@ -91,7 +88,7 @@ def run(ctx) -> StageRecord:
     cfg = ctx.cfg.shards
     tok, tokenizer_file = tokenize_facts(ctx)
     seq_len, dtype = tok.seq_len, tok.dtype
-    final, remote = locations(ctx)
+    final, remote = shard_locations(ctx)
     final.parent.mkdir(parents=True, exist_ok=True)
     _clear_stale(final)
     staging = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")
@@ -102,7 +99,7 @@ def run(ctx) -> StageRecord:
         raise UserError("tables/sequences is empty: the input has fewer than seq_len tokens per packing group; "
                         "lower tokenize.seq_len or tokenize.pack_groups")
     bytes_per_seq = seq_len * np.dtype(dtype).itemsize
-    train_parts = cfg.partitions or auto_parts(n, bytes_per_seq, ctx.spark.sparkContext.defaultParallelism)
+    train_parts = cfg.partitions or auto_parts(n, bytes_per_seq, session.parallelism(ctx.spark))
     n_val = val_count(n, cfg.val_fraction)
     val_parts = max(1, min(train_parts, math.ceil(n_val * bytes_per_seq / (128 << 20))))
 

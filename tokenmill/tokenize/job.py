@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenmill import pipeline, tables
+from tokenmill import locations, pipeline, tables
 from tokenmill.errors import UserError
 from tokenmill.facts import TokenizeFacts
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, log
 from tokenmill.tokenize import tokenizer as toks
-from tokenmill.tokenize.pack import GroupStatsParam, tokenize_and_pack, total_stats
+from tokenmill.tokenize.pack import group_stats_of, sequences_of, tokenize_and_pack, total_stats
 
 OUTPUT = "sequences"
 TOKENIZER_FILE = "tokenizer.json"
@@ -39,24 +39,27 @@ def input_table(ctx) -> str:
 
 
 def tokenizer_path(ctx) -> Path:
-    return Path(ctx.out) / TOKENIZER_FILE
+    return locations.local_dir(ctx.out) / TOKENIZER_FILE
 
 
 def run(ctx) -> StageRecord:
+    from pyspark import StorageLevel
+
     cfg = ctx.cfg.tokenize
     name = input_table(ctx)
     docs = ctx.read(name)
     info = toks.prepare(docs, cfg, tokenizer_path(ctx), tables.row_count(ctx.spark, ctx.location(name)))
     log(f"[tokenize] tokenizer {info.sha256[:12]} vocab {info.vocab_size} ({info.dtype}), eos {info.eos_id}")
     tokenizer_json = Path(info.path).read_text(encoding="utf-8")
-    # Per-group counts come back through an accumulator, so encoding, packing
-    # and writing are one pass over the documents (no cached copy, no second job).
-    stats = ctx.spark.sparkContext.accumulator({}, GroupStatsParam())
-    sequences = tokenize_and_pack(docs, tokenizer_json, info.eos_id, info.bos_id, cfg.seq_len, cfg.pack_groups,
-                                  stats)
+    # Per-group counts travel as extra rows of the packer's output (Spark Connect
+    # has no accumulators); the output is cached so they are read without encoding twice.
+    packed = tokenize_and_pack(docs, tokenizer_json, info.eos_id, info.bos_id, cfg.seq_len,
+                               cfg.pack_groups).persist(StorageLevel.MEMORY_AND_DISK)
     with SparkProgress(ctx.spark, "tokenize"):
-        ctx.write(sequences, OUTPUT)
-    totals = total_stats(stats.value.values(), cfg.seq_len)
+        ctx.write(sequences_of(packed), OUTPUT)
+        group_stats = group_stats_of(packed)
+    packed.unpersist()
+    totals = total_stats(group_stats, cfg.seq_len)
     written = tables.row_count(ctx.spark, ctx.location(OUTPUT))
     if written != totals["sequences"]:
         raise AssertionError(f"packing stats count {totals['sequences']} sequences but the table has {written}")

@@ -10,9 +10,9 @@ config, the sequences do not depend on Spark's partitioning or input order.
 Sequence ids are ``group << 32 | index in group``: unique and stable.
 A sequence's ``source`` is the source of the document holding its first token.
 
-The packer reports, besides the sequences, one stats dict per group (through
-a Spark accumulator, in the same pass) so the stage can account for every
-token and document:
+The packer emits, besides the sequences, one stats row per group (a JSON
+``stats`` column, null on sequence rows; no accumulator, so it runs on Spark
+Connect too) so the stage can account for every token and document:
 
     tokens == sequences * seq_len + tokens_dropped
     docs   == docs_complete + docs_partial + docs_tail
@@ -23,13 +23,15 @@ token and document:
 
 from __future__ import annotations
 
+import json
 from collections import deque
 
 import numpy as np
 import pyarrow as pa
-from pyspark.accumulators import AccumulatorParam
 
 PACKED_SCHEMA = "seq_id long, tokens array<int>, source string"
+# What the packer yields: sequences (stats null) and one row per group (only stats set).
+PACKED_WITH_STATS_SCHEMA = PACKED_SCHEMA + ", stats string"
 GROUP_BITS = 32
 
 
@@ -102,34 +104,29 @@ def _seq_batch(seqs, seq_len: int) -> pa.RecordBatch:
             pa.array([s[0] for s in seqs], pa.int64()),
             pa.ListArray.from_arrays(offsets, pa.array(values)),
             pa.array([s[2] for s in seqs], pa.string()),
+            pa.nulls(n, pa.string()),
         ],
-        names=["seq_id", "tokens", "source"],
+        names=["seq_id", "tokens", "source", "stats"],
     )
 
 
-class GroupStatsParam(AccumulatorParam):
-    """Accumulates {group: stats}. A group is packed whole by one task and its
-    stats are deterministic, so a retried or re-run task adds the same entry
-    again: merging by key (not summing) keeps the totals exact."""
-
-    def zero(self, value):
-        return {}
-
-    def addInPlace(self, a, b):
-        for group, stats in b.items():
-            a.setdefault(group, stats)
-        return a
+def _stats_batch(stats: dict) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.nulls(1, pa.int64()), pa.nulls(1, pa.list_(pa.int32())), pa.nulls(1, pa.string()),
+         pa.array([json.dumps(stats, sort_keys=True)], pa.string())],
+        names=["seq_id", "tokens", "source", "stats"],
+    )
 
 
-def make_packer(seq_len: int, report):
+def make_packer(seq_len: int):
     """A mapInArrow function over partitions sorted by (group, id).
 
-    ``report(stats)`` gets each finished group's stats dict (in Spark: an
-    accumulator's ``add``, with {group: stats}).
+    Yields sequence batches and, as each group finishes, one stats row for it.
     """
 
     def pack(batches):
         packer: GroupPacker | None = None
+        finished: list[dict] = []  # stats of groups done in this batch, sent after its sequences
         for batch in batches:
             groups = batch.column("group").to_numpy()
             tokens = batch.column("tokens")
@@ -143,14 +140,16 @@ def make_packer(seq_len: int, report):
                 g = int(groups[lo])
                 if packer is None or packer.group != g:
                     if packer is not None:
-                        report(packer.stats())
+                        finished.append(packer.stats())
                     packer = GroupPacker(g, seq_len)
                 seqs.extend(packer.add(values[offsets[lo]:offsets[hi]], np.diff(offsets[lo:hi + 1]),
                                        sources[lo:hi]))
             if seqs:
                 yield _seq_batch(seqs, seq_len)
+            while finished:
+                yield _stats_batch(finished.pop(0))
         if packer is not None:
-            report(packer.stats())
+            yield _stats_batch(packer.stats())
 
     return pack
 
@@ -215,14 +214,12 @@ def place_buckets(df, bucket, n: int):
               .repartition(n, "_label").drop("_label"))
 
 
-def tokenize_and_pack(docs, tokenizer_json: str, eos_id: int, bos_id: int | None, seq_len: int, groups: int,
-                      stats):
-    """(id, source, text) -> sequences (seq_id, tokens, source), in one Python pass.
+def tokenize_and_pack(docs, tokenizer_json: str, eos_id: int, bos_id: int | None, seq_len: int, groups: int):
+    """(id, source, text) -> sequences and group stats (PACKED_WITH_STATS_SCHEMA), in one Python pass.
 
     Texts are grouped and sorted in the JVM first, so each batch crosses into
-    Python once (text in, sequences out) instead of twice. ``stats``: an
-    accumulator with ``GroupStatsParam``; it holds {group: stats} once the
-    sequences have been computed (e.g. written).
+    Python once (text in, sequences out) instead of twice. Split the result
+    with ``sequences_of`` and ``group_stats_of``.
     """
     from pyspark.sql import functions as F
 
@@ -231,9 +228,28 @@ def tokenize_and_pack(docs, tokenizer_json: str, eos_id: int, bos_id: int | None
     grouped = assign_groups(docs.select("id", "source", "text"), groups)
     ordered = place_buckets(grouped, F.col("group"), groups).sortWithinPartitions("group", "id")
     encode = make_encoder(tokenizer_json, eos_id, bos_id)
-    pack = make_packer(seq_len, lambda s: stats.add({s["group"]: s}))
+    pack = make_packer(seq_len)
     return ordered.select("group", "id", "source", "text").mapInArrow(
-        lambda batches: pack(encode(batches)), PACKED_SCHEMA)
+        lambda batches: pack(encode(batches)), PACKED_WITH_STATS_SCHEMA)
+
+
+def sequences_of(packed):
+    """The sequence rows (PACKED_SCHEMA) of a packer's output."""
+    from pyspark.sql import functions as F
+
+    return packed.where(F.col("stats").isNull()).drop("stats")
+
+
+def group_stats_of(packed) -> list[dict]:
+    """One stats dict per group. A group is packed whole by one task and its
+    stats are deterministic, so a recomputed partition gives the same row."""
+    from pyspark.sql import functions as F
+
+    by_group: dict[int, dict] = {}
+    for row in packed.where(F.col("stats").isNotNull()).select("stats").collect():
+        stats = json.loads(row["stats"])
+        by_group.setdefault(stats["group"], stats)
+    return [by_group[g] for g in sorted(by_group)]
 
 
 def total_stats(group_stats, seq_len: int) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple, Optional
 
 from tokenmill.errors import UserError
+from tokenmill.locations import is_remote
+from tokenmill.locations import strip_file_scheme as local_path
 from tokenmill.train.config import DataConfig, ModelConfig, ModelSpec, model_config
 
 if TYPE_CHECKING:
@@ -63,16 +64,6 @@ class ShardsInfo:
     def template_path(self) -> Path:
         """tokenizer_config.json holding the chat template (SFT shards)."""
         return self.meta_dir / "tokenizer_config.json"
-
-
-def is_remote(location: str) -> bool:
-    """s3://, gs://, dbfs:/, ... are remote; plain paths and file:// are local."""
-    scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]+):/", location)
-    return scheme is not None and scheme.group(1) != "file"
-
-
-def local_path(location: str) -> str:
-    return location[len("file://") :] if location.startswith("file://") else location
 
 
 def fetch_metadata(shards: str, cache_dir: Path) -> Path:

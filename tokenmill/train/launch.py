@@ -132,7 +132,7 @@ def run_spark(cfg: TrainConfig, nproc: int) -> dict:
     from tokenmill.train.loop import train_from_dict
 
     spark = _spark_session()
-    local_mode = spark.sparkContext.master.startswith("local")
+    local_mode = spark.conf.get("spark.master", "local").startswith("local")  # also on Spark Connect
     from tokenmill.train.fsdp import pick_device
 
     use_gpu = pick_device(cfg.device) == "cuda"
