@@ -30,6 +30,10 @@ def _partitions(spark, n_chars: int, configured: int) -> int:
 
 
 def run(ctx: pipeline.StageContext) -> StageRecord:
+    if ctx.cfg.is_chat:
+        from tokenmill.chat.job import run_etl
+
+        return run_etl(ctx)
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -96,6 +100,10 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
 
 def summary_lines(rec: StageRecord) -> list[str]:
     x = rec.extra
+    if x.get("kind") == "chat":
+        from tokenmill.chat.job import etl_summary
+
+        return etl_summary(rec)
     lines = [
         f"ingest    {x['ingest']['rows_in']:>12,} rows read, {x['ingest']['rows_out']:,} documents",
         f"clean     {x['clean']['rows_in']:>12,} documents, {x['clean']['rows_out']:,} kept",

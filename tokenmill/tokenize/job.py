@@ -43,6 +43,10 @@ def tokenizer_path(ctx) -> Path:
 
 
 def run(ctx) -> StageRecord:
+    if ctx.cfg.is_chat:
+        from tokenmill.chat.job import run_tokenize
+
+        return run_tokenize(ctx)
     cfg = ctx.cfg.tokenize
     name = input_table(ctx)
     docs = ctx.read(name)
@@ -91,6 +95,10 @@ def run(ctx) -> StageRecord:
 
 def summary_lines(rec: StageRecord) -> list[str]:
     x = rec.extra
+    if x.get("kind") == "chat":
+        from tokenmill.chat.job import tokenize_summary
+
+        return tokenize_summary(rec)
     return [
         f"tokenizer  {x['tokenizer_sha256'][:12]} ({x['tokenizer_source']}), vocab {x['vocab_size']:,} {x['dtype']}",
         f"tokens     {x['tokens']:>12,} produced",
