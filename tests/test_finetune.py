@@ -212,3 +212,20 @@ def test_the_data_card_has_a_fine_tuning_section(dry):
     html = _finetune(section.data)
     assert "longer_than_seq_len" in html and "one example per window" in html and "p99" in html
     assert not finetune_data(Manifest(out / "elsewhere.json")).ok
+
+
+def test_configs_from_presets_and_flags(tmp_path):
+    from tokenmill.finetune import FinetuneOptions, run_config, train_config
+
+    chat = FinetuneOptions(model=tmp_path / "m", data=("d1", "d2"), output=tmp_path / "out", task="instruction",
+                           seq_len=512, lr=1e-4, epochs=2, method="lora", train_set=("lora.rank=4",))
+    cfg = run_config(chat)
+    assert (cfg.chat.task, cfg.chat.seq_len, cfg.tokenize.tokenizer) == ("instruction", 512, str(tmp_path / "m"))
+    assert [i.path for i in cfg.inputs] == ["d1", "d2"] and cfg.output == str(tmp_path / "out")
+    train = train_config(chat, train_windows=40)
+    assert (train.max_steps, train.eval_every, train.optim.warmup_steps) == (10, 2, 2)  # 2 x 40 / 8 windows
+    assert (train.optim.lr, train.method, train.lora.rank, train.export_hf) == (1e-4, "lora", 4, True)
+    assert train.run_dir == str(tmp_path / "out" / "run") and train.data.shards == str(tmp_path / "out" / "shards")
+    continued = run_config(FinetuneOptions(model=tmp_path / "m", data=("d",), output=tmp_path, task="continued",
+                                           seq_len=256))
+    assert continued.chat is None and continued.tokenize.seq_len == 256
