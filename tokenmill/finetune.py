@@ -217,7 +217,7 @@ def preflight(cfg, opts: FinetuneOptions) -> None:
 
     launch.check(cfg, opts.nproc)
     checks = pf.Preflight(cfg, pf.Options(nproc=opts.nproc, gpu=opts.gpu, usd_per_gpu_hour=opts.usd_per_gpu_hour,
-                                          dry_checkpoint=False)).run()
+                                          mfu=opts.mfu)).run()
     print(pf.render(checks), flush=True)
     failed = [c for c in checks if c.status == "fail"]
     if failed:
@@ -263,7 +263,9 @@ def check_registry_available() -> None:
 
 
 def register(name: str, model_dir: Path, cfg, opts: FinetuneOptions) -> None:
-    """The last step: the exported model as a registered model version."""
+    """The last step: the exported model as a registered model version (MLflow, through
+    tokenmill.train.registry). Until that module is installed, check_registry_available
+    refuses --register-to before any work starts, so this is never reached without it."""
     from tokenmill.train import registry
 
     registry.register_export(name=name, model_dir=model_dir, run_dir=cfg.run_path, base_model=opts.model,

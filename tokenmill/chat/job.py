@@ -149,7 +149,7 @@ def etl_summary(rec: StageRecord) -> list[str]:
     x = rec.extra
     lines = [f"records   {x['ingest']['rows_in']:>12,} rows read ({x['task']}), {x['ingest']['rows_out']:,} parsed",
              f"valid     {x['validate']['rows_out']:>12,} examples, {x['clean']['rows_out']:,} kept after cleaning",
-             f"text      {human_bytes(x['text_bytes']):>12} at {x['mb_per_s']:.3f} MB/s"]
+             f"text      {human_bytes(x['text_bytes']):>12} at {x['mb_per_s']:.3g} MB/s"]
     pii = x.get("pii") or {}
     lines.append(f"PII       {sum(pii.values()):>12,} replaced" + ("" if pii else " (none found)"))
     return lines
