@@ -112,8 +112,12 @@ def test_instruction_rows_from_parquet(spark, model, tmp_path):
         "completion": [None, "Hello!", None, None],
     }), raw / "pairs.parquet")
     cfg = chat_config(raw, tmp_path / "out", model, task="instruction")
-    etl = run_stages(spark, cfg, ["etl"]).stages["etl"]
-    assert (etl.rows_in, etl.rows_out) == (4, 2)
-    assert etl.dropped == {"empty_prompt": 1, "empty_response": 1}
+    stages = run_stages(spark, cfg, ["etl", "dedup", "tokenize", "shards"]).stages
+    assert (stages["etl"].rows_in, stages["etl"].rows_out) == (4, 2)
+    assert stages["etl"].dropped == {"empty_prompt": 1, "empty_response": 1}
     clean = {r.id: r for r in tables.read(spark, str(tmp_path / "out" / "tables" / "clean")).collect()}
     assert [(m.role, m.content) for m in clean["i2"].messages] == [("prompt", "Say hello"), ("response", "Hello!")]
+    assert stages["tokenize"].rows_out == 2 and stages["tokenize"].extra["template_name"] == "none"
+    dataset = json.loads((tmp_path / "out" / "shards" / "dataset.json").read_text())
+    assert dataset["template_sha256"] is None  # prompt + response + EOS, no template
+    assert sum(s["examples"] for s in dataset["splits"].values()) == 2
