@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dedup": ("tokenmill.dedup.job", "remove exact and near (MinHash LSH) duplicates into tables/deduped"),
     "tokenize": ("tokenmill.tokenize.job", "pre-tokenize and pack documents into fixed-length sequences"),
     "shards": ("tokenmill.shards.job", "globally shuffle sequences and write MDS shards (train/val)"),
+    "finetune": ("tokenmill.finetune", "fine-tune an open model on chat, instruction or text data, data to export"),
     "train": ("tokenmill.train.launch", "train a GPT decoder with FSDP on MDS shards"),
     "export": ("tokenmill.train.export", "write consolidated safetensors weights from a checkpoint"),
     "register": ("tokenmill.train.registry", "log a run and its Hugging Face export to MLflow; register a model version"),

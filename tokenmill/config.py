@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenmill.chat.config import ChatConfig
 from tokenmill.dedup.config import DedupConfig
 from tokenmill.etl.config import EtlConfig, InputSpec
 from tokenmill.shards.config import ShardsConfig
@@ -40,6 +41,14 @@ class RunConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
+    # Present: a chat / instruction fine-tuning run. etl reads whole rows and
+    # validates them as conversations, tokenize renders, masks and bin-packs
+    # them, shards writes tokenmill-mds-sft-v1.
+    chat: ChatConfig | None = None
+
+    @property
+    def is_chat(self) -> bool:
+        return self.chat is not None
 
     def __post_init__(self):
         if self.vacuum_retention_hours is not None:

@@ -140,3 +140,32 @@ class ShardsFacts(StageFacts):
     @property
     def train_tokens(self) -> int:
         return int(self.splits["train"]["tokens"])
+
+
+@dataclass(frozen=True)
+class ChatTokenizeFacts(StageFacts):
+    """What tokenize recorded for a chat / instruction run (chat/job.py)."""
+
+    STAGE = "tokenize"
+
+    task: str  # chat or instruction
+    input_table: str
+    template_name: str  # tokenizer (the model's own), chatml, or none (instruction rows)
+    template_sha256: str | None  # None for instruction rows
+    tokenizer_sha256: str
+    tokenizer_source: str
+    vocab_size: int
+    dtype: str
+    eos_id: int
+    bos_id: int | None
+    pad_id: int
+    seq_len: int
+    pack_groups: int
+    examples: int
+    windows: int
+    tokens: int  # example tokens (not padding)
+    target_tokens: int
+    pad_tokens: int
+    truncated_examples: int  # earliest turns dropped to fit (too_long: truncate)
+    lengths: dict[str, float]  # tokens per example: min, p50, p90, p99, max, mean
+    packing: dict[str, Any]  # PackingStats.report(): packed vs one example per window

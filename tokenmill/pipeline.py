@@ -135,9 +135,13 @@ def files_signature(path: str) -> str:
 
 
 def stage_config_hash(cfg: RunConfig, stage: str) -> str:
+    # The chat section changes what etl and tokenize do; other runs keep their old hashes.
+    chat = {}
+    if cfg.is_chat and stage in ("etl", "tokenize"):
+        chat = {"chat": cfg.chat.etl_part() if stage == "etl" else cfg.chat}
     if stage == "etl":
-        return config_hash({"inputs": cfg.inputs, "etl": cfg.etl})
-    return config_hash(getattr(cfg, stage))
+        return config_hash({"inputs": cfg.inputs, "etl": cfg.etl, **chat})
+    return config_hash({stage: getattr(cfg, stage), **chat}) if chat else config_hash(getattr(cfg, stage))
 
 
 def is_up_to_date(ctx: StageContext, stage: str) -> bool:

@@ -38,6 +38,14 @@ class ChatConfig:
     # windows do not depend on Spark's partitioning).
     pack_groups: int = 8
 
+    # What the etl stage reads of this config (the rest is tokenize's): a change
+    # of the loss mask or the length reruns tokenize, not the cleaning.
+    ETL_FIELDS = ("task", "messages_field", "role_field", "content_field", "prompt_field", "response_field",
+                  "completion_field", "quality_filters", "dedup_system")
+
+    def etl_part(self) -> dict:
+        return {name: getattr(self, name) for name in self.ETL_FIELDS}
+
     def __post_init__(self):
         for name in ("messages_field", "role_field", "content_field", "prompt_field", "response_field",
                      "completion_field"):

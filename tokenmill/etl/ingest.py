@@ -15,6 +15,12 @@ entered midway and are read by one task each; a text file is one document.
 A row whose ``reason`` is null is a document; any other row is a reject
 whose ``sample`` holds the first characters of what was read.
 
+With ``whole_rows`` (chat and instruction runs) the ``text`` of each row is
+the whole input row as a JSON object text, for ``tokenmill.chat.validate``
+to judge: a JSONL line as read, a table row through ``to_json``. The same
+file planning, ids and rejects apply; plain text files are rejected as
+``not_a_record_file``.
+
 Invalid UTF-8 is rejected by default (``etl.ingest.invalid_utf8: reject``):
 a row that cannot be decoded is usually a mis-declared encoding, and
 repairing it with U+FFFD would silently keep a damaged document. Set it to
@@ -67,6 +73,7 @@ class FileTask:
 
     def size(self) -> int:
         return (self.end if self.end is not None else os.path.getsize(self.path)) - self.start
+    whole_row: bool = False  # text = the whole JSON row (chat / instruction records)
 
 
 # --- planning: which files, which formats -------------------------------------------
@@ -103,7 +110,7 @@ def file_format(name: str) -> str:
     return "text"
 
 
-def plan_input(spec: InputSpec, cfg: EtlConfig) -> tuple[list[FileTask], list[str], str]:
+def plan_input(spec: InputSpec, cfg: EtlConfig, whole_rows: bool = False) -> tuple[list[FileTask], list[str], str]:
     """(files read by Python tasks, Parquet files, table kind) for one input.
 
     table kind is "" for plain files, else "delta" or "table". A path that
@@ -141,7 +148,8 @@ def plan_input(spec: InputSpec, cfg: EtlConfig) -> tuple[list[FileTask], list[st
         preset = spec.preset
         if preset is None and kind == "text" and f.name.lower().endswith(code_ext):
             preset = "code"
-        tasks.append(FileTask(str(f.resolve()), rel, kind, source, spec.text_field, spec.id_field, preset))
+        tasks.append(FileTask(str(f.resolve()), rel, kind, source, spec.text_field, spec.id_field, preset,
+                              whole_rows))
     return tasks, parquet, ""
 
 
@@ -256,6 +264,10 @@ def read_jsonl(task: FileTask, max_bytes: int, invalid_utf8: str) -> Iterator[tu
                 yield _reject(task, location, "malformed_json", raw)
                 continue
             doc_id = obj.get(task.id_field) if task.id_field else None
+            if task.whole_row:
+                doc_id = stable_id(location, line) if doc_id is None else doc_id
+                yield (str(doc_id), task.source, line, _meta({}, task, n), len(line), None, None)
+                continue
             if task.text_field not in obj:
                 yield _reject(task, location, "missing_text", raw, doc_id)
                 continue
@@ -286,6 +298,10 @@ def _peek_id(raw: bytes, task: FileTask):
 def read_text_file(task: FileTask, max_bytes: int, invalid_utf8: str) -> Iterator[tuple]:
     """One document per file; binary files are rejected."""
     size = os.path.getsize(task.path)
+    if task.whole_row:  # a record needs fields; a text file has none
+        yield (stable_id(task.rel, ""), task.source, None, None, None, "not_a_record_file",
+               f"{task.rel}: not JSONL, Parquet or a table")
+        return
     with _open(task.path) as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
@@ -405,7 +421,8 @@ def read_files(spark, tasks: list[FileTask], cfg: EtlConfig):
 # --- tables (Parquet, Delta, catalog) --------------------------------------------------
 
 
-def from_table(df, spec: InputSpec, cfg: EtlConfig, location: str, root: Path | None = None):
+def from_table(df, spec: InputSpec, cfg: EtlConfig, location: str, root: Path | None = None,
+               whole_rows: bool = False):
     """Map a DataFrame input onto the raw schema: text/id fields, meta as JSON, rejects.
 
     A row without an id gets one from the input, the file it came from and its
@@ -415,10 +432,14 @@ def from_table(df, spec: InputSpec, cfg: EtlConfig, location: str, root: Path | 
     """
     from pyspark.sql import functions as F
 
-    check_text_column(df, spec)
     source = source_label(spec)
-    text = F.col(spec.text_field).cast("string")
-    others = [c for c in df.columns if c not in (spec.text_field, spec.id_field)]
+    if whole_rows:
+        text = F.to_json(F.struct(*[F.col(c) for c in df.columns]))
+        others = []
+    else:
+        check_text_column(df, spec)
+        text = F.col(spec.text_field).cast("string")
+        others = [c for c in df.columns if c not in (spec.text_field, spec.id_field)]
     if others == ["meta"]:
         meta_type = df.schema["meta"].dataType.simpleString()
         meta = F.col("meta") if meta_type == "string" else F.to_json(F.col("meta"))
@@ -509,19 +530,21 @@ def _with_preset(meta, preset: str | None):
         F.concat(F.lit(f'{{"preset":"{preset}",'), meta.substr(F.lit(2), F.length(meta))))
 
 
-def ingest(spark, specs: tuple[InputSpec, ...], cfg: EtlConfig):
-    """All inputs as one DataFrame of raw rows (RAW_SCHEMA)."""
+def ingest(spark, specs: tuple[InputSpec, ...], cfg: EtlConfig, whole_rows: bool = False):
+    """All inputs as one DataFrame of raw rows (RAW_SCHEMA); ``whole_rows``: text = each row as JSON."""
     frames, tasks = [], []
     for spec in specs:
-        file_tasks, parquet, kind = plan_input(spec, cfg)
+        file_tasks, parquet, kind = plan_input(spec, cfg, whole_rows)
         tasks += file_tasks
         if kind == "table":
-            frames.append(from_table(spark.table(spec.path), spec, cfg, spec.path))
+            frames.append(from_table(spark.table(spec.path), spec, cfg, spec.path, whole_rows=whole_rows))
         elif kind == "delta":
-            frames.append(from_table(tables.read(spark, _input_path(spec)), spec, cfg, spec.path))
+            frames.append(from_table(tables.read(spark, _input_path(spec)), spec, cfg, spec.path,
+                                     whole_rows=whole_rows))
         readable, rejects = check_parquet_files(spec, parquet)
         if readable:
-            frames.append(from_table(spark.read.parquet(*readable), spec, cfg, spec.path, input_root(spec)))
+            frames.append(from_table(spark.read.parquet(*readable), spec, cfg, spec.path, input_root(spec),
+                                     whole_rows))
         if rejects:
             frames.append(spark.createDataFrame(rejects, RAW_SCHEMA))
     if tasks:

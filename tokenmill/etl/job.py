@@ -37,6 +37,10 @@ def filled_partitions(df) -> int:
 
 
 def run(ctx: pipeline.StageContext) -> StageRecord:
+    if ctx.cfg.is_chat:
+        from tokenmill.chat.job import run_etl
+
+        return run_etl(ctx)
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -102,6 +106,10 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
+    if rec.extra.get("kind") == "chat":
+        from tokenmill.chat.job import etl_summary
+
+        return etl_summary(rec)
     x = EtlFacts.from_extra(rec.extra)
     lines = [
         f"ingest    {x.ingest['rows_in']:>12,} rows read, {x.ingest['rows_out']:,} documents",

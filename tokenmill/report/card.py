@@ -3,8 +3,10 @@
 One file that opens offline in any browser (figures are inlined PNGs, no
 script): stage funnel (documents and bytes), drops by reason, PII by type,
 duplicate cluster sizes, document and token length distributions, source
-mix before/after, shuffle quality, token totals, every stage's own figures,
-and training curves when a run log is given. A stage that has not run yet
+mix before/after, shuffle quality, token totals, for chat and instruction
+runs the fine-tuning data (rejects by reason, tokens per example, packing
+efficiency), every stage's own figures, and training curves when a run log
+is given. A stage that has not run yet
 leaves its section with a note instead of failing the card.
 """
 
@@ -139,6 +141,7 @@ def render(card: CardData) -> str:
     parts += _section("Source mix before and after", s.get("sources"), _sources)
     parts += _section("Shuffle quality", s.get("shuffle"), _shuffle)
     parts += _section("Token totals", s.get("tokens"), _tokens)
+    parts += _section("Fine-tuning data", s.get("finetune"), _finetune)
     parts += _section("Training curves", s.get("training"), _training)
     parts += _section("Figures recorded by each stage", s.get("stage_figures"), _stage_figures)
     parts.append("</body></html>")
@@ -253,6 +256,26 @@ def _tokens(data: dict) -> str:
         f"<p>seq_len {fmt(data['seq_len'])}, vocabulary {fmt(data['vocab_size'])}, "
         f"EOS id {fmt(data['eos_id'])}, token dtype {esc(data['dtype'])}.</p>"
     )
+
+
+def _finetune(data: dict) -> str:
+    rows_in, kept = data["rows_in"], data["examples"]
+    lines = [f"<p>{esc(data['task'])} rows, template {esc(data['template'])}, windows of {fmt(data['seq_len'])} "
+             f"tokens: {fmt(kept)} examples kept of {fmt(rows_in)} rows read ({_pct(kept, rows_in)})"
+             + (f", {fmt(data['truncated'])} truncated to fit" if data["truncated"] else "") + ".</p>"]
+    if data["rejects"]:
+        lines.append(table(["stage", "reason", "rows"], [[r["stage"], r["reason"], r["rows"]] for r in data["rejects"]]))
+    n = data["lengths"]
+    if n:
+        lines.append(table(["tokens per example", "min", "p50", "p90", "p99", "max", "mean"],
+                           [["", n["min"], n["p50"], n["p90"], n["p99"], n["max"], n["mean"]]]))
+    p = data["packing"]
+    lines.append(table(
+        ["layout", "windows", "non-pad share", "target share"],
+        [["packed (best-fit decreasing)", p["windows"], p["packed"]["token_share"], p["packed"]["target_share"]],
+         ["one example per window", p["examples"], p["one_per_window"]["token_share"],
+          p["one_per_window"]["target_share"]]]))
+    return "\n".join(lines)
 
 
 def _training(data: dict) -> str:

@@ -108,6 +108,7 @@ def gather(
         "sources": lambda: source_mix(t),
         "shuffle": lambda: shuffle_quality(shards_dir, t, manifest),
         "tokens": lambda: token_totals(manifest, shards_dir),
+        "finetune": lambda: finetune_data(manifest),
         "stage_figures": lambda: stage_figures(manifest),
         "training": lambda: training_curves(run_log),
     }
@@ -355,6 +356,21 @@ def token_totals(manifest: Manifest, shards_dir: Path) -> Section:
         "dtype": info.get("dtype"),
         "total_tokens": sum(int(s.get("tokens") or 0) for s in splits.values()),
     })
+
+
+def finetune_data(manifest: Manifest) -> Section:
+    """A chat / instruction run: rows in, examples kept, rejects by stage and reason,
+    tokens per example and packing efficiency (from the tokenize record)."""
+    rec = manifest.stages.get("tokenize")
+    if rec is None or rec.extra.get("kind") != "chat":
+        return Section(missing="not a chat or instruction run (the run config has no chat: section)")
+    x = rec.extra
+    etl = manifest.stages.get("etl")
+    rejects = sorted(({"stage": stage, "reason": reason, "rows": n} for stage, r in manifest.stages.items()
+                      for reason, n in r.dropped.items()), key=lambda row: -row["rows"])
+    return Section({"task": x["task"], "template": x["template_name"], "seq_len": x["seq_len"],
+                    "rows_in": etl.rows_in if etl else None, "examples": rec.rows_out, "rejects": rejects,
+                    "truncated": x["truncated_examples"], "lengths": x["lengths"], "packing": x["packing"]})
 
 
 def stage_figures(manifest: Manifest) -> Section:

@@ -84,7 +84,18 @@ def _swap(staging: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def output_signature(ctx, final: Path) -> dict:
+    """What the up-to-date check compares: dataset.json, written last and only by this stage.
+    (Not the whole folder: training unpacks compressed shards next to them.)"""
+    dataset = str(final / "dataset.json")
+    return {dataset: ctx.signature(dataset)}
+
+
 def run(ctx) -> StageRecord:
+    if ctx.cfg.is_chat:
+        from tokenmill.chat.job import run_shards
+
+        return run_shards(ctx)
     cfg = ctx.cfg.shards
     tok, tokenizer_file = tokenize_facts(ctx)
     seq_len, dtype = tok.seq_len, tok.dtype
@@ -167,7 +178,7 @@ def run(ctx) -> StageRecord:
         rows_in=n,
         rows_out=rows_out,
         inputs={INPUT: ctx.signature(INPUT)},
-        outputs={str(final): ctx.signature(str(final))},
+        outputs=output_signature(ctx, final),
         extra=ShardsFacts(
             location=str(final),
             remote=remote,
@@ -186,6 +197,10 @@ def run(ctx) -> StageRecord:
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
+    if rec.extra.get("kind") == "chat":
+        from tokenmill.chat.job import shards_summary
+
+        return shards_summary(rec)
     x = ShardsFacts.from_extra(rec.extra)
     lines = [f"shards     {x.location}" + (f" -> {x.remote}" if x.remote else ""),
              f"format     {x.format}, tokens {x.dtype} x {x.seq_len}, vocab {x.vocab_size:,}"]

@@ -43,6 +43,10 @@ def tokenizer_path(ctx) -> Path:
 
 
 def run(ctx) -> StageRecord:
+    if ctx.cfg.is_chat:
+        from tokenmill.chat.job import run_tokenize
+
+        return run_tokenize(ctx)
     from pyspark import StorageLevel
 
     cfg = ctx.cfg.tokenize
@@ -93,6 +97,10 @@ def run(ctx) -> StageRecord:
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
+    if rec.extra.get("kind") == "chat":
+        from tokenmill.chat.job import tokenize_summary
+
+        return tokenize_summary(rec)
     x = TokenizeFacts.from_extra(rec.extra)
     return [
         f"tokenizer  {x.tokenizer_sha256[:12]} ({x.tokenizer_source}), vocab {x.vocab_size:,} {x.dtype}",

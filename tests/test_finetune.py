@@ -1,0 +1,266 @@
+"""``tokenmill finetune`` end to end on a tiny Llama with a ChatML template.
+
+One output folder serves every test: the dry run makes the data outputs
+(every reject case of tests/test_chat_pipeline.py next to a few hundred
+generated support conversations), the real run skips those stages and
+trains from the model's weights, and a third run finds everything up to date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from chat_tokenizers import CHATML
+from test_chat_pipeline import EXPECTED, VALID, write_inputs
+
+from tokenmill import cli, tables
+from tokenmill.train.fixture import CHAT_SPECIALS, train_tokenizer, write_hf_model
+from tokenmill.train.runlog import read_jsonl
+
+SEQ_LEN = 128
+STEPS = 20
+ITEMS = ["lamp", "kettle", "bicycle", "jacket", "printer", "guitar", "camera", "sofa", "drill", "tent"]
+CITIES = ["Oslo", "Lyon", "Porto", "Graz", "Leeds", "Turin", "Malmo", "Bruges", "Cork", "Split"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def support_conversations(n: int, seed: int) -> list[dict]:
+    """Order questions whose answers repeat the item and city asked about (learnable), 1-2 turns."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        messages = []
+        for _ in range(rng.randint(1, 2)):
+            item, city, day = rng.choice(ITEMS), rng.choice(CITIES), rng.choice(DAYS)
+            messages += [{"role": "user", "content": f"Order {1000 + i}: where is my {item} from {city}?"},
+                         {"role": "assistant", "content": f"Your {item} left {city} on {day}."}]
+        rows.append({"id": f"gen-{i:04d}", "messages": messages})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[Path, int]:
+    root, n_literal = write_inputs(tmp_path_factory.mktemp("ft") / "raw")
+    generated = support_conversations(300, 1)
+    (root / "generated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generated))
+    return root, n_literal + len(generated)
+
+
+@pytest.fixture(scope="module")
+def model(inputs, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("model")
+    # Trained on the template's own words too, so an example takes a few dozen tokens.
+    texts = [f"system\nYou are a helpful assistant.\nuser\n{m['content']}\nassistant\n"
+             for r in support_conversations(300, 2) for m in r["messages"]]
+    tok = train_tokenizer(texts + [m["content"] for r in VALID for m in r["messages"]], 512, CHAT_SPECIALS)
+    tok.save(str(root / "tokenizer.json"))
+    model = write_hf_model(root / "model", "llama", vocab_size=tok.get_vocab_size(), tokenizer_dir=root)
+    (model / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": CHATML, "bos_token": None,
+        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "model_max_length": 256}))
+    return model
+
+
+@pytest.fixture(scope="module")
+def data_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "data.yaml"
+    path.write_text(json.dumps({  # YAML reads JSON
+        "etl": {"pii": {"entities": ["EMAIL_ADDRESS"]}},
+        "shards": {"seed": 1, "partitions": 1, "val_fraction": 0.1},
+        "chat": {"pack_groups": 2},
+    }))
+    return path
+
+
+def finetune(*flags: str) -> tuple[int, str]:
+    """Run ``tokenmill finetune`` in this process; (exit code, stdout + stderr)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = cli.main(["finetune", *flags])
+    return code, out.getvalue()
+
+
+def flags(inputs, model, data_config, out: Path, *more: str) -> list[str]:
+    return ["--model", str(model), "--data", str(inputs[0]), "--output", str(out), "--seq-len", str(SEQ_LEN),
+            "--steps", str(STEPS), "--lr", "3e-3", "--nproc", "1", "--data-config", str(data_config),
+            "--set", "device=cpu", "--set", "data.clean_stale_shm=false", "--set", "mlflow=false",
+            "--set", "eval_batches=2", "--set", "log_every=5", *more]
+
+
+@pytest.fixture(scope="module")
+def dry(inputs, model, data_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft-out")
+    code, text = finetune(*flags(inputs, model, data_config, out, "--dry-run"))
+    assert code == 0, text[-3000:]
+    return out, text
+
+
+REGISTERED = "tiny-support"
+
+
+def mlflow_env(root: Path) -> dict[str, str]:
+    """A local sqlite registry (the full mlflow package), its artifacts under root."""
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "finetunes",
+            "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def trained(dry, inputs, model, data_config):
+    """The same command without --dry-run, registering the export in a sqlite MLflow registry."""
+    import mlflow
+
+    out, _ = dry
+    assert not (out / "run" / "checkpoints").exists()  # the dry run trained nothing
+    env = mlflow_env(out)
+    # Artifacts under tmp, not in the working directory (sqlite stores default to ./mlruns).
+    mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).create_experiment(
+        "finetunes", artifact_location=(out / "artifacts").as_uri())
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        code, text = finetune(*flags(inputs, model, data_config, out, "--register-to", REGISTERED))
+    assert code == 0, text[-3000:]
+    return out, text
+
+
+def test_dry_run_prints_rows_lengths_packing_and_cost(dry, inputs):
+    _, text = dry
+    n_rows = inputs[1]
+    read, kept, rejected = map(int, re.search(r"rows\s+([\d,]+) read, ([\d,]+) kept, ([\d,]+) rejected",
+                                              text).groups())
+    assert read == n_rows and kept + rejected == n_rows
+    for (stage, reason), n in EXPECTED.items():
+        assert re.search(rf"{stage}\s+{reason}\s+{n}\n", text), (stage, reason)
+    assert re.search(r"tokens\s+min \d+\s+p50 [\d.]+\s+p90 [\d.]+\s+p99 [\d.]+\s+max \d+ per example", text)
+    assert re.search(r"targets\s+[\d,]+ target tokens per epoch", text)
+    assert re.search(r"packing\s+\d+ windows: [\d.]+% tokens, [\d.]+% targets \(one example per window", text)
+    assert re.search(rf"training\s+{STEPS} steps x 8 windows of {SEQ_LEN}", text)
+    assert re.search(r"estimate\s+[\d,]+ parameters on 1 x h100 .*GPU-hours.*\$", text)
+
+
+def test_every_row_is_kept_or_rejected_with_its_reason(spark, dry, inputs):
+    out, _ = dry
+    rejects = Counter((r.stage, r.reason) for r in tables.read(spark, str(out / "tables" / "rejects")).collect())
+    assert rejects == EXPECTED  # the generated conversations are all kept
+    manifest = json.loads((out / "manifest.json").read_text())["stages"]
+    assert manifest["etl"]["rows_in"] == inputs[1]
+    assert manifest["tokenize"]["rows_out"] + sum(EXPECTED.values()) == inputs[1]
+    deduped = {r.id: r for r in tables.read(spark, str(out / "tables" / "deduped")).collect()}
+    assert deduped["ok-1"].messages[0].content == "Where is my parcel? Mail me at <EMAIL>"
+    assert [m.role for m in deduped["ok-2"].messages] == ["system", "user", "assistant"]
+    dataset = json.loads((out / "shards" / "dataset.json").read_text())
+    assert dataset["format"] == "tokenmill-mds-sft-v1" and dataset["seq_len"] == SEQ_LEN
+    assert sum(s["examples"] for s in dataset["splits"].values()) == manifest["tokenize"]["rows_out"]
+
+
+def test_finetune_trains_exports_and_the_model_generates(trained):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, text = trained
+    for stage in ("etl", "dedup", "tokenize", "shards"):
+        assert f"[{stage}] up to date" in text  # made by the dry run
+    assert "preflight: ready" in text
+    evals = [e["val_loss"] for e in read_jsonl(out / "run" / "events.jsonl") if e["event"] == "eval"]
+    assert len(evals) >= 3 and evals[-1] < evals[0] - 0.5, evals
+    hf = out / "run" / "hf"
+    assert f"model      {hf}" in text
+    model = AutoModelForCausalLM.from_pretrained(hf).eval()
+    tok = AutoTokenizer.from_pretrained(hf)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Order 1234: where is my lamp from Oslo?"}],
+                                     add_generation_prompt=True, return_tensors="pt")
+    with torch.no_grad():
+        answer = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert answer.shape[1] > prompt.shape[1]
+
+
+def test_the_registered_version_loads_from_the_local_registry_and_generates(trained, monkeypatch):
+    import mlflow
+
+    out, text = trained
+    for k, v in mlflow_env(out).items():
+        monkeypatch.setenv(k, v)
+    assert f"[register] {REGISTERED} version 1 " in text
+    version = mlflow.MlflowClient().get_model_version(REGISTERED, "1")
+    manifest_sha = hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    assert version.tags["tokenmill.lineage.data_manifest_sha256"] == manifest_sha
+    prompt = "Where is my parcel?"
+    answer = mlflow.pyfunc.load_model(f"models:/{REGISTERED}/1").predict([prompt], params={"max_new_tokens": 6})
+    assert answer[0].startswith(prompt) and len(answer[0]) > len(prompt)
+
+
+def test_a_rerun_is_up_to_date_everywhere(trained, inputs, model, data_config):
+    out, _ = trained
+    code, text = finetune(*flags(inputs, model, data_config, out))
+    assert code == 0, text[-3000:]
+    assert all(f"[{s}] up to date" in text for s in ("etl", "dedup", "tokenize", "shards"))
+    assert f"[train] up to date: {out / 'run'} finished step {STEPS}" in text
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--steps", "0"], "argument --steps: must be a positive int, got '0'"),
+    (["--epochs", "1", "--steps", "3"], "argument --steps: not allowed with argument --epochs"),
+    (["--task", "poems"], "argument --task: invalid choice: 'poems'"),
+])
+def test_a_bad_flag_is_one_line(bad, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["finetune", "--model", str(tmp_path), "--data", str(tmp_path), "--output", str(tmp_path), *bad])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_a_bad_input_is_one_line(model, tmp_path, capsys):
+    assert cli.main(["finetune", "--model", str(tmp_path), "--data", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"tokenmill finetune: error: --model: {tmp_path} has no config.json; "
+                                       "give a Hugging Face model folder\n")
+    assert cli.main(["finetune", "--model", str(model), "--data", str(tmp_path / "nope"), "--output",
+                     str(tmp_path)]) == 2
+    assert "--data:" in capsys.readouterr().err
+
+
+def test_epochs_become_steps_over_the_train_windows(tmp_path):
+    from tokenmill.finetune import FinetuneOptions, steps_for
+
+    opts = FinetuneOptions(model=tmp_path, data=("x",), output=tmp_path, epochs=2.5)
+    assert steps_for(opts, train_windows=100, global_batch=8) == 32  # ceil(250 / 8)
+    assert steps_for(FinetuneOptions(model=tmp_path, data=("x",), output=tmp_path), 100, 8) == 13
+    assert steps_for(FinetuneOptions(model=tmp_path, data=("x",), output=tmp_path, steps=7), 100, 8) == 7
+
+
+def test_the_data_card_has_a_fine_tuning_section(dry):
+    from tokenmill.manifest import Manifest
+    from tokenmill.report.card import _finetune
+    from tokenmill.report.data import finetune_data
+
+    out, _ = dry
+    section = finetune_data(Manifest.load(out))
+    assert section.ok and section.data["rows_in"] == sum(EXPECTED.values()) + section.data["examples"]
+    assert {(r["stage"], r["reason"]): r["rows"] for r in section.data["rejects"]} == EXPECTED
+    html = _finetune(section.data)
+    assert "longer_than_seq_len" in html and "one example per window" in html and "p99" in html
+    assert not finetune_data(Manifest(out / "elsewhere.json")).ok
+
+
+def test_configs_from_presets_and_flags(tmp_path):
+    from tokenmill.finetune import FinetuneOptions, run_config, train_config
+
+    chat = FinetuneOptions(model=tmp_path / "m", data=("d1", "d2"), output=tmp_path / "out", task="instruction",
+                           seq_len=512, lr=1e-4, epochs=2, method="lora", train_set=("lora.rank=4",))
+    cfg = run_config(chat)
+    assert (cfg.chat.task, cfg.chat.seq_len, cfg.tokenize.tokenizer) == ("instruction", 512, str(tmp_path / "m"))
+    assert [i.path for i in cfg.inputs] == ["d1", "d2"] and cfg.output == str(tmp_path / "out")
+    train = train_config(chat, train_windows=40)
+    assert (train.max_steps, train.eval_every, train.optim.warmup_steps) == (10, 2, 2)  # 2 x 40 / 8 windows
+    assert (train.optim.lr, train.method, train.lora.rank, train.export_hf) == (1e-4, "lora", 4, True)
+    assert train.run_dir == str(tmp_path / "out" / "run") and train.data.shards == str(tmp_path / "out" / "shards")
+    continued = run_config(FinetuneOptions(model=tmp_path / "m", data=("d",), output=tmp_path, task="continued",
+                                           seq_len=256))
+    assert continued.chat is None and continued.tokenize.seq_len == 256

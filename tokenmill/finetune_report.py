@@ -1,0 +1,104 @@
+"""What ``tokenmill finetune`` prints: the dry run's figures and the final lines.
+
+The dry run reads the pipeline's manifest (rows kept and rejected by
+reason, per stage), the tokenize record (tokens per example, packing) and
+the shards' dataset.json (target tokens per split), and estimates the
+training run with ``tokenmill plan``'s figures for the model's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Estimate:
+    params: int
+    tokens: int  # every token of every window the run reads, padding included (it costs compute)
+    gpu: str
+    gpu_assumed: bool
+    gpu_hours: float
+    wall_hours: float
+    cost_usd: float
+    usd_per_gpu_hour: float
+
+
+def estimate(cfg, info, opts) -> Estimate:
+    """GPU-hours and cost of the training run (``tokenmill plan``), for the model's own size."""
+    from tokenmill import plan
+    from tokenmill.preflight import _visible_gpu_kind
+    from tokenmill.train import base_model
+    from tokenmill.train.model import count_params, flops_per_token
+
+    _, model_cfg = base_model.resolve(cfg, info)
+    tokens = cfg.max_steps * cfg.global_batch_size * info.seq_len
+    gpu = opts.gpu or _visible_gpu_kind()
+    # plan counts 6 N D; N = the trainer's FLOPs per token / 6 includes attention.
+    p = plan.plan(params=flops_per_token(model_cfg) / 6, tokens=tokens, gpu=gpu or "h100", mfu=opts.mfu,
+                  usd_per_gpu_hour=opts.usd_per_gpu_hour, gpus=opts.nproc)
+    return Estimate(count_params(model_cfg), tokens, gpu or "h100", gpu is None, p["gpu_hours"],
+                    p["wall_days"] * 24, p["cost_usd"], p["inputs"]["usd_per_gpu_hour"])
+
+
+def rejects_by_reason(manifest) -> list[tuple[str, str, int]]:
+    """(stage, reason, rows) of every stage, largest first."""
+    rows = [(stage, reason, n) for stage, rec in manifest.stages.items() for reason, n in rec.dropped.items()]
+    return sorted(rows, key=lambda r: (-r[2], r[0], r[1]))
+
+
+def kept_rows(manifest) -> int:
+    """Rows that become training examples (chat) or documents in sequences (continued)."""
+    return manifest.stages["tokenize"].rows_out
+
+
+def _hours(h: float) -> str:
+    from tokenmill.preflight import _hours as hours
+
+    return hours(h)
+
+
+def _usd(x: float) -> str:
+    return f"${x:,.0f}" if x >= 100 else f"${x:.3g}"
+
+
+def dry_run(manifest, info, cfg, opts) -> str:
+    from tokenmill.chat.job import lengths_line, packing_line
+
+    etl, tok = manifest.stages["etl"], manifest.stages["tokenize"]
+    rejected = rejects_by_reason(manifest)
+    lines = [f"finetune dry run: {opts.task} data for {opts.model}",
+             f"rows       {etl.rows_in:,} read, {kept_rows(manifest):,} kept, {sum(n for *_, n in rejected):,} rejected"]
+    lines += [f"  {stage:<9} {reason:<28} {n:>10,}" for stage, reason, n in rejected]
+    splits = info.splits
+    if tok.extra.get("kind") == "chat":
+        x = tok.extra
+        lines += [f"tokens     {lengths_line(x['lengths'])} per example (mean {x['lengths'].get('mean', 0):g})",
+                  f"targets    {splits['train']['target_tokens']:,} target tokens per epoch (train split; "
+                  f"{splits['val']['target_tokens']:,} in val)",
+                  f"packing    {packing_line(x['packing'])}"]
+    else:
+        x = tok.extra
+        lines += [f"tokens     {x['tokens']:,} tokens in {x['sequences']:,} sequences of {x['seq_len']} "
+                  f"({x['tokens_dropped']:,} dropped in packing tails)",
+                  f"targets    {splits['train']['tokens']:,} target tokens per epoch (train split)"]
+    windows = int(splits["train"]["sequences"])
+    epochs = cfg.max_steps * cfg.global_batch_size / max(1, windows)
+    e = estimate(cfg, info, opts)
+    lines += [f"training   {cfg.max_steps:,} steps x {cfg.global_batch_size} windows of {info.seq_len} = "
+              f"{epochs:.2f} epoch(s) over {windows:,} windows, {e.tokens:,} tokens; {cfg.method}, lr {cfg.optim.lr:g}",
+              f"estimate   {e.params:,} parameters on {opts.nproc} x {e.gpu}"
+              + (" (assumed: pass --gpu)" if e.gpu_assumed else "")
+              + f" at MFU {opts.mfu:.2f}: {e.gpu_hours:.3g} GPU-hours, wall {_hours(e.wall_hours)}, "
+              f"{_usd(e.cost_usd)} at ${e.usd_per_gpu_hour:g}/GPU-hour",
+              "nothing trained (--dry-run); run the same command without it to train"]
+    return "\n".join(lines)
+
+
+def finished(cfg, out, opts) -> str:
+    lines = [f"finetune: {cfg.max_steps:,} steps of {cfg.method} fine-tuning from {opts.model} in {cfg.run_path}",
+             f"model      {out}  (transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}))"]
+    if cfg.method == "lora":
+        lines.append(f"adapter    {cfg.run_path / 'adapter'}  (peft.PeftModel.from_pretrained(base, ...))")
+    if opts.register_to:
+        lines.append(f"registered {opts.register_to}")
+    return "\n".join(lines)
