@@ -30,8 +30,13 @@ def bundle():
 @pytest.fixture(scope="module")
 def job(bundle):
     jobs = bundle["resources"]["jobs"]
-    assert list(jobs) == ["tokenmill_pipeline"]
+    assert sorted(jobs) == ["tokenmill_finetune", "tokenmill_pipeline"]
     return jobs["tokenmill_pipeline"]
+
+
+@pytest.fixture(scope="module")
+def all_tasks(bundle) -> list[dict]:
+    return [t for job in bundle["resources"]["jobs"].values() for t in job["tasks"]]
 
 
 def tasks_by_key(job) -> dict:
@@ -103,10 +108,10 @@ def _landed(command: str) -> bool:
     return importlib.util.find_spec(cli.COMMANDS[command][0]) is not None
 
 
-def test_every_wheel_task_names_our_entry_point_and_valid_flags(bundle, job):
+def test_every_wheel_task_names_our_entry_point_and_valid_flags(bundle, all_tasks):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     variables = bundle_schema.resolved_variables(bundle, "dev")
-    for task in job["tasks"]:
+    for task in all_tasks:
         wheel = task["python_wheel_task"]
         assert wheel["package_name"] == project["name"]
         assert project["scripts"][wheel["entry_point"]] == "tokenmill.cli:main"
@@ -121,11 +126,11 @@ def test_every_wheel_task_names_our_entry_point_and_valid_flags(bundle, job):
         assert parsed.command == command
 
 
-def test_every_command_answers_help(job):
+def test_every_command_answers_help(all_tasks):
     tokenmill = Path(sys.executable).with_name("tokenmill")
     exe = str(tokenmill) if tokenmill.exists() else shutil.which("tokenmill")
     assert exe, "the tokenmill entry point is not installed (pip install -e .)"
-    commands = sorted({t["python_wheel_task"]["parameters"][0] for t in job["tasks"]})
+    commands = sorted({t["python_wheel_task"]["parameters"][0] for t in all_tasks})
     missing = [c for c in commands if not _landed(c)]
     for command in commands:
         if command in missing:
@@ -135,6 +140,18 @@ def test_every_command_answers_help(job):
         assert f"usage: tokenmill {command}" in done.stdout
     if missing:
         pytest.skip(f"modules not written yet for: {', '.join(missing)}")
+
+
+def test_finetune_job_runs_the_one_command_on_a_gpu_node_and_registers_to_unity_catalog(bundle):
+    job = bundle["resources"]["jobs"]["tokenmill_finetune"]
+    (task,) = job["tasks"]
+    cluster = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}[task["job_cluster_key"]]
+    assert cluster["spark_version"] == "${var.gpu_spark_version}" and cluster["num_workers"] == 0
+    params = task["python_wheel_task"]["parameters"]
+    assert params[0] == "finetune"
+    name = _substitute(params[params.index("--register-to") + 1], bundle_schema.resolved_variables(bundle, "dev"))
+    assert name == "main.tokenmill_dev.support_assistant"  # catalog.schema.model
+    assert params[params.index("--nproc") + 1] == "${var.gpus_per_node}"  # ranks on this one node
 
 
 def _broken_copy(tmp_path: Path, edit) -> Path:

@@ -188,7 +188,7 @@ def test_the_registered_version_loads_from_the_local_registry_and_generates(trai
     out, text = trained
     for k, v in mlflow_env(out).items():
         monkeypatch.setenv(k, v)
-    assert f"[register] {REGISTERED} version 1 " in text
+    assert f"registered {REGISTERED} version 1 in sqlite:///" in text
     version = mlflow.MlflowClient().get_model_version(REGISTERED, "1")
     manifest_sha = hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
     assert version.tags["tokenmill.lineage.data_manifest_sha256"] == manifest_sha
@@ -264,3 +264,45 @@ def test_configs_from_presets_and_flags(tmp_path):
     continued = run_config(FinetuneOptions(model=tmp_path / "m", data=("d",), output=tmp_path, task="continued",
                                            seq_len=256))
     assert continued.chat is None and continued.tokenize.seq_len == 256
+
+
+# --- the Databricks notebook ----------------------------------------------------------------
+
+
+def notebook_values(inputs, model, data_config, out: Path, dry_run: str) -> dict[str, str]:
+    """The widgets that match flags(): the notebook calls the command's own steps."""
+    return {"model": str(model), "data": str(inputs[0]), "output": str(out), "seq_len": str(SEQ_LEN),
+            "steps": str(STEPS), "lr": "3e-3", "nproc": "1", "data_config": str(data_config),
+            "train_overrides": "device=cpu; data.clean_stale_shm=false; mlflow=false; eval_batches=2; log_every=5",
+            "register_to": REGISTERED, "dry_run": dry_run}
+
+
+def test_the_notebook_finds_the_commands_run_up_to_date_and_registered(spark, trained, inputs, model, data_config,
+                                                                        monkeypatch):
+    from test_notebooks import run_notebook
+
+    out, _ = trained
+    for k, v in mlflow_env(out).items():
+        monkeypatch.setenv(k, v)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):  # stage logs go to stderr
+        _, shown = run_notebook("06_finetune", spark, notebook_values(inputs, model, data_config, out, "false"))
+    text = printed.getvalue()
+    stages = shown.frames()[0].set_index("stage")
+    manifest = json.loads((out / "manifest.json").read_text())["stages"]
+    assert list(stages.index) == ["etl", "dedup", "tokenize", "shards"]
+    assert stages.loc["etl", "rows_in"] == inputs[1] == manifest["etl"]["rows_in"]
+    assert all(f"[{s}] up to date" in text for s in ("etl", "dedup", "tokenize", "shards"))
+    assert f"[train] up to date: {out / 'run'} finished step {STEPS}" in text
+    assert f"registered {REGISTERED} version 1 in sqlite:///" in text  # the command's registration, not a second one
+
+
+def test_the_notebook_stops_after_a_dry_run(spark, dry, inputs, model, data_config, tmp_path):
+    from test_notebooks import NotebookExit, run_notebook
+
+    out, _ = dry
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(NotebookExit, match="dry run"):
+        run_notebook("06_finetune", spark, {**notebook_values(inputs, model, data_config, out, "true"),
+                                            "register_to": ""})
+    assert re.search(r"rows\s+[\d,]+ read, [\d,]+ kept, [\d,]+ rejected", printed.getvalue())

@@ -25,7 +25,7 @@ from tokenmill.facts import DedupFacts, EtlFacts, ShardsFacts, TokenizeFacts
 from tokenmill.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["01_etl", "02_dedup", "03_tokenize_shards", "04_train", "05_explore"]
+NOTEBOOKS = ["01_etl", "02_dedup", "03_tokenize_shards", "04_train", "05_explore", "06_finetune"]
 HEADER = "# Databricks notebook source"
 SEPARATOR = "\n# COMMAND ----------\n"
 # Small enough for a CPU: short sequences, a small vocabulary, enough val data for an eval.

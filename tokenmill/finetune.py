@@ -269,10 +269,7 @@ def register(name: str, model_dir: Path, cfg, opts: FinetuneOptions):
     from tokenmill.train import registry
 
     lineage = registry.lineage_of_run(cfg.run_path, opts.output / "manifest.json")
-    result = registry.log_and_register(cfg.run_path, model_dir, lineage, name)
-    print(f"[register] {result.registered_name} version {result.version} "
-          f"(run {result.run_id} in {result.tracking_uri}): mlflow.pyfunc.load_model({result.load_uri!r})")
-    return result
+    return registry.log_and_register(cfg.run_path, model_dir, lineage, name)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -289,7 +286,6 @@ def main(args: argparse.Namespace) -> int:
     preflight(cfg, opts)
     train(cfg, opts)
     out = hf_dir(cfg)
-    if opts.register_to:
-        register(opts.register_to, out, cfg, opts)
-    print(finetune_report.finished(cfg, out, opts))
+    registration = register(opts.register_to, out, cfg, opts) if opts.register_to else None
+    print(finetune_report.finished(cfg, out, opts, registration))
     return 0

@@ -94,11 +94,13 @@ def dry_run(manifest, info, cfg, opts) -> str:
     return "\n".join(lines)
 
 
-def finished(cfg, out, opts) -> str:
+def finished(cfg, out, opts, registration=None) -> str:
+    """The closing lines: where the model is and how to open it; the registered version, if any."""
     lines = [f"finetune: {cfg.max_steps:,} steps of {cfg.method} fine-tuning from {opts.model} in {cfg.run_path}",
              f"model      {out}  (transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}))"]
     if cfg.method == "lora":
         lines.append(f"adapter    {cfg.run_path / 'adapter'}  (peft.PeftModel.from_pretrained(base, ...))")
-    if opts.register_to:
-        lines.append(f"registered {opts.register_to}")
+    if registration is not None:
+        lines.append(f"registered {registration.registered_name} version {registration.version} in "
+                     f"{registration.tracking_uri}  (mlflow.pyfunc.load_model({registration.load_uri!r}))")
     return "\n".join(lines)

@@ -149,7 +149,7 @@ def plan_input(spec: InputSpec, cfg: EtlConfig, whole_rows: bool = False) -> tup
         if preset is None and kind == "text" and f.name.lower().endswith(code_ext):
             preset = "code"
         tasks.append(FileTask(str(f.resolve()), rel, kind, source, spec.text_field, spec.id_field, preset,
-                              whole_rows))
+                              whole_row=whole_rows))
     return tasks, parquet, ""
 
 
