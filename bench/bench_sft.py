@@ -18,24 +18,19 @@ tokens/s is the harmonic mean over the timed steps (after ``--warmup``)
 from each run's metrics.jsonl; every step has global_batch x seq_len
 tokens, padding included, in all runs. Goal: sft within 5% of pretrain.
 
-    python bench/bench_sft.py [--workdir /tmp/bench_sft] [--d-model 256 --layers 4] [--seq-len 512] [--json]
-    python bench/bench_sft.py --d-model 64 --layers 2 --seq-len 128 --steps 3 --warmup 1   # smoke size
+    python -m bench.bench_sft [--workdir /tmp/bench_sft] [--d-model 256 --layers 4] [--seq-len 512] [--json]
+    python -m bench.bench_sft --d-model 64 --layers 2 --seq-len 128 --steps 3 --warmup 1   # smoke size
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.cpu_runs import parser_with_run_flags, run_settings, timed_tokens_per_s, train_two_ranks
 AVG_EXAMPLE_TOKENS = 20  # the fixture's conversations, roughly: sizes the number made
 
 
@@ -91,37 +86,16 @@ def run(args, name: str, shards: Path, doc_mask: bool) -> dict:
     work = Path(args.workdir)
     run_dir = work / f"run_{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = work / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({
-        "device": "cpu", "run_dir": str(run_dir), "seed": 1, "max_steps": args.warmup + args.steps,
-        "global_batch_size": args.batch, "micro_batch_size": args.batch // 2, "log_every": 1, "mlflow": False,
-        "eval_batches": 1, "optim": {"lr": 1e-4, "warmup_steps": 1},
-        "checkpoint": {"every_steps": 0, "autoresume": False},
-        "model": {"d_model": args.d_model, "n_layers": args.layers, "n_heads": max(1, args.d_model // 64),
-                  "position": "rope", "norm": "rmsnorm", "mlp": "swiglu",
-                  "attention": {"doc_mask": doc_mask}},
-        "data": {"shards": str(shards), "clean_stale_shm": False},
-    }))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    env.setdefault("OMP_NUM_THREADS", "1")
-    subprocess.run([sys.executable, "-m", "tokenmill.cli", "train", "--config", str(config), "--nproc", "2"],
-                   cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    timed = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r and r["step"] > args.warmup]
-    return {"path": name, "tokens_per_s": len(timed) / sum(1 / t for t in timed), "timed_steps": len(timed),
+    train_two_ranks(work / f"{name}.yaml", run_settings(
+        args, run_dir, shards, seed=1,
+        model={"d_model": args.d_model, "n_layers": args.layers, "n_heads": max(1, args.d_model // 64),
+               "position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "attention": {"doc_mask": doc_mask}}))
+    return {"path": name, "tokens_per_s": timed_tokens_per_s(run_dir, args.warmup), "timed_steps": args.steps,
             "tokens_per_step": args.batch * args.seq_len}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default="/tmp/bench_sft")
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=8, help="global batch (sequences), 2 ranks")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser = parser_with_run_flags(__doc__, "/tmp/bench_sft", d_model=256, layers=4, seq_len=512, steps=10)
     args = parser.parse_args()
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     sft = make_sft_shards(args)

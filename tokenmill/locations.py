@@ -15,6 +15,7 @@ executors on a cluster do not share the driver's working folder.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -71,3 +72,14 @@ def local_dir(location: str) -> Path:
 def join(location: str, *names: str) -> str:
     """``location/name/...`` keeping the location's scheme."""
     return "/".join([str(location).rstrip("/"), *names])
+
+
+def make_writable_dir(path: Path, what: str) -> Path:
+    """Create the folder if needed; one line naming ``what`` when it cannot be made or written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {what} {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{what} is not writable: {path}")
+    return path

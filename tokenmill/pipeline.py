@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,13 +200,8 @@ def _output_dir(cfg: RunConfig) -> str:
     if not cfg.output:
         raise UserError("no output given: pass --output OUT (or set output: in the config)")
     out = cfg.output
-    path = locations.local_dir(out)  # manifest.json and tokenizer.json are plain files
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {path}: {exc.strerror}") from None
-    if not os.access(path, os.W_OK):
-        raise UserError(f"output folder is not writable: {path}")
+    # manifest.json and tokenizer.json are plain files
+    locations.make_writable_dir(locations.local_dir(out), "output folder")
     return out
 
 

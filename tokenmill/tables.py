@@ -19,13 +19,13 @@ by ``rejects`` where each stage owns its rows) and returns the new version.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from tokenmill import locations
 from tokenmill.errors import UserError
 from tokenmill.spark import has_delta, is_connect
 
@@ -212,13 +212,7 @@ def _write_offline(df, location: str) -> int:
         create_table_with_add_actions,
     )
 
-    root = Path(_local(location))
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create table folder {root}: {exc.strerror}") from None
-    if not os.access(root, os.W_OK):
-        raise UserError(f"output is not writable: {root}")
+    root = locations.make_writable_dir(Path(_local(location)), "table folder")
     # One fresh folder per write: a failed write leaves only files no commit names.
     batch = f"part-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
     df.write.mode("error").parquet(str(root / batch))
