@@ -141,7 +141,7 @@ def test_manifest_token_count(tmp_path, capsys):
 
 @pytest.mark.parametrize("content,message", [
     (json.dumps({"stages": {"etl": {}}}), "no token count"),
-    (json.dumps({"stages": {"shards": {"extra": {"splits": {}}}}}), "the shards record in manifest.json lacks format"),
+    (json.dumps({"stages": {"shards": {"extra": {"splits": {}}}}}), "the shards record in manifest.json lacks location, remote, format"),
     (json.dumps({"tokens": "many"}), "no token count"),
     (json.dumps({"tokens": True}), "no token count"),
     (json.dumps([1, 2]), "no token count"),

@@ -141,7 +141,8 @@ def render(card: CardData) -> str:
     parts += _section("Source mix before and after", s.get("sources"), _sources)
     parts += _section("Shuffle quality", s.get("shuffle"), _shuffle)
     parts += _section("Token totals", s.get("tokens"), _tokens)
-    parts += _section("Fine-tuning data", s.get("finetune"), _finetune)
+    if s.get("finetune") is not None:  # chat and instruction runs only
+        parts += _section("Fine-tuning data", s["finetune"], _finetune)
     parts += _section("Training curves", s.get("training"), _training)
     parts += _section("Figures recorded by each stage", s.get("stage_figures"), _stage_figures)
     parts.append("</body></html>")

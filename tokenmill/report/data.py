@@ -358,12 +358,12 @@ def token_totals(manifest: Manifest, shards_dir: Path) -> Section:
     })
 
 
-def finetune_data(manifest: Manifest) -> Section:
+def finetune_data(manifest: Manifest) -> Optional[Section]:
     """A chat / instruction run: rows in, examples kept, rejects by stage and reason,
-    tokens per example and packing efficiency (from the tokenize record)."""
+    tokens per example and packing efficiency (from the tokenize record). None for other runs."""
     rec = manifest.stages.get("tokenize")
     if rec is None or rec.extra.get("kind") != "chat":
-        return Section(missing="not a chat or instruction run (the run config has no chat: section)")
+        return None  # the card has no fine-tuning section
     x = rec.extra
     etl = manifest.stages.get("etl")
     rejects = sorted(({"stage": stage, "reason": reason, "rows": n} for stage, r in manifest.stages.items()
