@@ -205,6 +205,26 @@ def test_a_rerun_is_up_to_date_everywhere(trained, inputs, model, data_config):
     assert f"[train] up to date: {out / 'run'} finished step {STEPS}" in text
 
 
+def test_continued_pretraining_trains_on_plain_text_with_the_models_tokenizer(model, tmp_path):
+    from tokenmill.sample.prose import news_story
+
+    rng = random.Random(5)
+    docs = tmp_path / "news.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"n{i}", "text": news_story(rng)[0]}) + "\n" for i in range(60)))
+    out = tmp_path / "out"
+    code, text = finetune("--model", str(model), "--data", str(docs), "--output", str(out), "--task", "continued",
+                          "--seq-len", "64", "--steps", "3", "--lr", "1e-3", "--nproc", "1",
+                          "--data-set", "etl.pii.enabled=false", "--set", "device=cpu",
+                          "--set", "data.clean_stale_shm=false", "--set", "mlflow=false", "--set", "eval_batches=1")
+    assert code == 0, text[-3000:]
+    dataset = json.loads((out / "shards" / "dataset.json").read_text())
+    assert dataset["format"] == "tokenmill-mds-v1" and dataset["seq_len"] == 64  # plain packed text, no loss mask
+    assert dataset["tokenizer_sha256"] == hashlib.sha256((model / "tokenizer.json").read_bytes()).hexdigest()
+    end = [e for e in read_jsonl(out / "run" / "events.jsonl") if e["event"] == "end"]
+    assert end and end[-1]["step"] == 3
+    assert (out / "run" / "hf" / "config.json").is_file()
+
+
 @pytest.mark.parametrize("bad, message", [
     (["--steps", "0"], "argument --steps: must be a positive int, got '0'"),
     (["--epochs", "1", "--steps", "3"], "argument --steps: not allowed with argument --epochs"),
@@ -246,7 +266,7 @@ def test_the_data_card_has_a_fine_tuning_section(dry):
     assert {(r["stage"], r["reason"]): r["rows"] for r in section.data["rejects"]} == EXPECTED
     html = _finetune(section.data)
     assert "longer_than_seq_len" in html and "one example per window" in html and "p99" in html
-    assert not finetune_data(Manifest(out / "elsewhere.json")).ok
+    assert finetune_data(Manifest(out / "elsewhere.json")) is None  # not a chat run: no such section
 
 
 def test_configs_from_presets_and_flags(tmp_path):
