@@ -49,3 +49,19 @@ def one_rank(monkeypatch):
     yield
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@pytest.fixture
+def make_trainer(one_rank):
+    """``make_trainer(cfg)``: a Trainer in this process as one rank, closed afterwards."""
+    from tokenmill.train import loop
+
+    made = []
+
+    def make(cfg):
+        made.append(loop.Trainer(cfg))
+        return made[-1]
+
+    yield make
+    for trainer in made:
+        trainer.close()

@@ -24,10 +24,13 @@ def run_one_rank(monkeypatch, cfg: TrainConfig) -> loop.Trainer:
         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
     }.items():
         monkeypatch.setenv(name, value)
+    trainer = None
     try:
         trainer = loop.Trainer(cfg)
         trainer.run()
     finally:
+        if trainer is not None:
+            trainer.close()
         if dist.is_initialized():
             dist.destroy_process_group()
     return trainer

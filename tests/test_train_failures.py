@@ -47,9 +47,9 @@ def adam_steps(trainer: loop.Trainer) -> int:
     return counts.pop()
 
 
-def test_nonfinite_loss_stops_before_the_update(shards, tmp_path, one_rank, monkeypatch):
+def test_nonfinite_loss_stops_before_the_update(shards, tmp_path, make_trainer, monkeypatch):
     poison_loss_at(monkeypatch, {3})
-    trainer = loop.Trainer(config(shards, tmp_path))
+    trainer = make_trainer(config(shards, tmp_path))
     with pytest.raises(loop.NonFiniteError, match="at step 3; no update was applied"):
         trainer.run()
     assert trainer.step == 2 and adam_steps(trainer) == 2
@@ -59,9 +59,9 @@ def test_nonfinite_loss_stops_before_the_update(shards, tmp_path, one_rank, monk
     assert events[1]["step"] == 3 and events[1]["action"] == "stop" and math.isnan(events[1]["loss"])
 
 
-def test_nonfinite_loss_is_skipped_when_configured(shards, tmp_path, one_rank, monkeypatch):
+def test_nonfinite_loss_is_skipped_when_configured(shards, tmp_path, make_trainer, monkeypatch):
     poison_loss_at(monkeypatch, {3})
-    trainer = loop.Trainer(config(shards, tmp_path, on_nonfinite="skip"))
+    trainer = make_trainer(config(shards, tmp_path, on_nonfinite="skip"))
     result = trainer.run()
     assert result["step"] == 6 and math.isfinite(result["loss"])
     assert adam_steps(trainer) == 5  # 6 steps, one without an update
@@ -69,9 +69,9 @@ def test_nonfinite_loss_is_skipped_when_configured(shards, tmp_path, one_rank, m
     assert [(e["step"], e["action"]) for e in skipped] == [(3, "skip")]
 
 
-def test_too_many_skips_in_a_row_stop(shards, tmp_path, one_rank, monkeypatch):
+def test_too_many_skips_in_a_row_stop(shards, tmp_path, make_trainer, monkeypatch):
     poison_loss_at(monkeypatch, {2, 3, 4})
-    trainer = loop.Trainer(config(shards, tmp_path, on_nonfinite="skip", max_consecutive_skips=3))
+    trainer = make_trainer(config(shards, tmp_path, on_nonfinite="skip", max_consecutive_skips=3))
     with pytest.raises(loop.NonFiniteError):
         trainer.run()
     actions = [e["action"] for e in read_jsonl(tmp_path / "events.jsonl") if e["event"] == "nonfinite"]

@@ -91,6 +91,11 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
+def streaming_segments() -> set[str]:
+    """streaming's shared-memory segments on this machine: /dev/shm/NNNNNN_<name>."""
+    return {name for name in os.listdir("/dev/shm") if name[:6].isdigit() and name[6:7] == "_"}
+
+
 def descendants(pid: int) -> list[int]:
     """All processes below pid (torchrun puts its workers in new sessions)."""
     parents: dict[int, list[int]] = {}
@@ -113,6 +118,7 @@ def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay
     SIGKILL everything (launcher, torchrun, every rank). Needs record_sample_ids."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
     env["TOKENMILL_STEP_DELAY"] = delay  # slow steps, so the kill lands mid-run
+    segments_before = streaming_segments()
     proc = subprocess.Popen(train_command(config, nproc), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 150
@@ -131,6 +137,10 @@ def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay
     deadline = time.monotonic() + 30
     while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
         time.sleep(0.05)
+    # What the killed ranks' exit handlers would have removed: else every later
+    # dataset on this machine walks (and holds a descriptor for) their segments.
+    for name in streaming_segments() - segments_before:
+        Path("/dev/shm", name).unlink(missing_ok=True)
     assert not events(run_dir, "end"), "the run finished before the kill"
 
 

@@ -13,12 +13,12 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 import yaml
 
-from tokenmill.train import data, loop, sft
+from tokenmill.train import data, sft
 from tokenmill.train.config import DataConfig, ModelConfig, ModelSpec, OptimConfig, TrainConfig
 from tokenmill.train.fixture import write_sft_fixture
 from tokenmill.train.fsdp import build_model, free_port
 from tokenmill.train.model import GPT, documents_from_ids, masked_lm_loss
-from tokenmill.train.runlog import read_jsonl
+from tokenmill.train.shared_memory import StreamingMemory
 from test_train_runs import events, run_train
 
 SEQ_LEN = 96
@@ -33,9 +33,10 @@ def val_rows(shards) -> data.Batch:
     """The whole val split as one batch: long examples alone first, packed short ones last."""
     info = data.read_dataset_info(str(shards), shards / "cache")
     n = info.splits["val"]["sequences"]
-    loader = data.build_loader(info, DataConfig(clean_stale_shm=False), shards / "cache", "val", n,
-                               shuffle=False, drop_last=False)
-    return next(iter(loader))
+    with StreamingMemory():
+        loader = data.build_loader(info, DataConfig(clean_stale_shm=False), shards / "cache", "val", n,
+                                   shuffle=False, drop_last=False)
+        return next(iter(loader))
 
 
 def uneven_rows(shards) -> data.Batch:
@@ -146,8 +147,8 @@ def rows(batch: data.Batch, lo: int, hi: int) -> data.Batch:
     return data.Batch(*(t[lo:hi] for t in batch))
 
 
-def test_grad_accumulation_1x4_equals_4x1(shards, tmp_path, one_rank):
-    trainer = loop.Trainer(sft_config(shards, tmp_path))
+def test_grad_accumulation_1x4_equals_4x1(shards, tmp_path, make_trainer):
+    trainer = make_trainer(sft_config(shards, tmp_path))
     trainer.maybe_resume()
     batch = uneven_rows(shards)
     assert batch.doc_ids[-1].max() >= 2

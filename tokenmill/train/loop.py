@@ -30,6 +30,7 @@ from tokenmill.train.config import OptimConfig, TrainConfig
 from tokenmill.train.fsdp import Dist, build_model, init_distributed
 from tokenmill.train.model import document_layout, documents_from_ids, flops_per_token, lm_loss
 from tokenmill.train.runlog import RunLog, flat_params, peak_flops, read_jsonl
+from tokenmill.train.shared_memory import StreamingMemory
 
 # Fault drills and tests: sleep this many seconds after each step, so that a
 # SIGKILL sent from outside lands in the middle of a run.
@@ -101,10 +102,15 @@ class Trainer:
             lr_factor, warmup=cfg.optim.warmup_steps, max_steps=cfg.max_steps, min_ratio=cfg.optim.min_lr_ratio
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-        self.loader = data.build_loader(self.info, cfg.data, self.cache_dir, "train", cfg.micro_batch_size, True)
-        self.val_loader = data.build_loader(
-            self.info, cfg.data, self.cache_dir, "val", cfg.micro_batch_size, shuffle=False, drop_last=False
-        )
+        self.shared_memory = StreamingMemory()  # released by close(), not at process exit
+        try:
+            self.loader = data.build_loader(self.info, cfg.data, self.cache_dir, "train", cfg.micro_batch_size, True)
+            self.val_loader = data.build_loader(
+                self.info, cfg.data, self.cache_dir, "val", cfg.micro_batch_size, shuffle=False, drop_last=False
+            )
+        except BaseException:
+            self.shared_memory.close()
+            raise
         self.ckpt_root = self.run_dir / "checkpoints"
         self.step = 0
         self.tokens = 0
@@ -118,6 +124,10 @@ class Trainer:
             if self.base:
                 base_model.copy_metadata(self.base, self.run_dir)
         self.log = RunLog(self.run_dir, self.d.is_main, cfg.mlflow, _flat_params(cfg, self.model_cfg))
+
+    def close(self) -> None:
+        """Release the loaders' shared memory (a process may train again after this)."""
+        self.shared_memory.close()
 
     # ----- start or resume -------------------------------------------------
     def maybe_resume(self) -> None:
@@ -444,6 +454,8 @@ def train(cfg: TrainConfig) -> dict:
             trainer.log.event("failure", step=trainer.step, error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        if trainer is not None:
+            trainer.close()
         if dist.is_initialized():
             dist.destroy_process_group()
 

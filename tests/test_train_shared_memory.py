@@ -1,0 +1,49 @@
+"""A process that trains again and again (a notebook, this test session) must
+not keep streaming's shared memory and file descriptors of its finished runs."""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+
+from tokenmill.train import loop
+from tokenmill.train.fixture import write_fixture
+from tokenmill.train.fsdp import free_port
+from tokenmill.train.shared_memory import StreamingMemory
+
+from test_train_runs import streaming_segments
+from tiny_train import tiny_config
+
+
+def open_descriptors() -> int:
+    gc.collect()  # a finished run's process group is freed with its cycles
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_runs_in_one_process_release_their_shared_memory(tmp_path, one_rank, monkeypatch):
+    shards = write_fixture(tmp_path / "shards", n_train=16, n_val=4, seq_len=16)
+    before = streaming_segments()
+    counts = []
+    for run in range(3):
+        monkeypatch.setenv("MASTER_PORT", str(free_port()))  # a fresh process group each run
+        loop.train(tiny_config(shards, tmp_path / f"run{run}", max_steps=2, global_batch_size=4,
+                               micro_batch_size=4, eval_batches=1))
+        counts.append(open_descriptors())
+        assert streaming_segments() <= before, "a finished run left its shared memory behind"
+    # Before, each run kept its handles and opened every earlier run's: the count grew every run.
+    assert counts[2] == counts[1], counts
+
+
+def test_the_scope_releases_what_a_dataset_opened(tmp_path):
+    from streaming import StreamingDataset
+
+    shards = write_fixture(tmp_path / "shards", n_train=16, n_val=4, seq_len=16)
+    start = open_descriptors()
+    for _ in range(2):
+        with StreamingMemory():
+            dataset = StreamingDataset(local=str(Path(shards) / "train"), batch_size=4)
+            assert sum(1 for _ in dataset) == 16
+            assert open_descriptors() > start
+        del dataset
+        assert open_descriptors() == start
