@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -41,6 +44,24 @@ def test_same_findings_as_presidio_on_the_whole_text():
     assert sum(e - s for s, e in windows) < len(text) / 2
     middle = text.index("More words") + 20 * len(" More words follow here.")
     assert not any(s <= middle < e for s, e in windows)
+
+
+def test_a_fresh_worker_builds_the_redactor_without_torch_or_transformers():
+    """As a Spark Python worker does: same findings, and torch still imports afterwards."""
+    check = f"""
+import json, sys
+from tokenmill.etl.config import PiiConfig
+from tokenmill.etl.pii import redactor
+text, counts = redactor(PiiConfig()).redact({TEXT!r})
+loaded = [m for m in ("torch", "transformers", "sklearn") if m in sys.modules]
+import torch
+print(json.dumps([text, counts, loaded]))
+"""
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text, counts, loaded = json.loads(result.stdout.splitlines()[-1])
+    assert loaded == []
+    assert (text, counts) == redactor(PiiConfig()).redact(TEXT)
 
 
 def test_placeholders_entities_and_threshold_are_configurable():

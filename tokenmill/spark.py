@@ -136,15 +136,22 @@ _HAS_DELTA: dict[str, bool] = {}
 
 
 def has_delta(spark) -> bool:
-    """True when Spark itself can read and write Delta (Databricks, delta-spark jars)."""
-    if not is_connect(spark):
-        try:
-            return spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable") is not None
-        except Exception:
-            return False
-    if spark.session_id not in _HAS_DELTA:
-        _HAS_DELTA[spark.session_id] = _delta_source_exists(spark)
-    return _HAS_DELTA[spark.session_id]
+    """True when Spark itself can read and write Delta (Databricks, delta-spark jars).
+
+    Asked once per session: every table operation asks, and a missing class
+    costs a Java exception through py4j (about 0.1 s) each time.
+    """
+    key = spark.session_id if is_connect(spark) else spark.sparkContext.applicationId  # one JVM, one classpath
+    if key not in _HAS_DELTA:
+        _HAS_DELTA[key] = _delta_source_exists(spark) if is_connect(spark) else _delta_class_loads(spark)
+    return _HAS_DELTA[key]
+
+
+def _delta_class_loads(spark) -> bool:
+    try:
+        return spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable") is not None
+    except Exception:
+        return False
 
 
 def _delta_source_exists(spark) -> bool:

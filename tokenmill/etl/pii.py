@@ -34,6 +34,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tokenmill.config import to_dict
@@ -110,17 +112,43 @@ class Finding:
     score: float
 
 
+# presidio's package import loads its NLP engines, and with them torch and
+# transformers (their pipelines import scikit-learn): about 12 s of CPU in
+# every Spark Python worker, for recognizers that are regexes and checksums.
+# Imported the first time while those two look absent, presidio skips its
+# optional transformers parts (as on a machine without them) and thinc runs
+# without torch: 2.8 s instead of 14.4 s. Where either is loaded already,
+# or a spaCy NER pipeline is configured (it may run on torch), nothing is hidden.
+HEAVY_OPTIONAL = ("transformers", "torch")
+
+
+@contextmanager
+def _absent(names: tuple[str, ...]):
+    """Imports of ``names`` fail inside (ImportError) unless they are loaded already."""
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # the import system's mark for "cannot be imported"
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+
+
 def _recognizers(pcfg: PiiConfig) -> list:
-    from presidio_analyzer.predefined_recognizers import (
-        CreditCardRecognizer,
-        CryptoRecognizer,
-        EmailRecognizer,
-        IbanRecognizer,
-        IpRecognizer,
-        PhoneRecognizer,
-        UrlRecognizer,
-        UsSsnRecognizer,
-    )
+    first_import = "presidio_analyzer" not in sys.modules
+    with _absent(HEAVY_OPTIONAL if first_import and not pcfg.ner_model else ()):
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            CryptoRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            PhoneRecognizer,
+            UrlRecognizer,
+            UsSsnRecognizer,
+        )
 
     make = {
         "EMAIL_ADDRESS": EmailRecognizer,
