@@ -110,9 +110,31 @@ def test_code_rules():
 
 
 def test_row_preset():
+    py = (".py", ".rs")
     assert row_preset('{"preset": "code", "file": "x.py"}', "prose") == "code"
     assert row_preset('{"file": "x.txt"}', "prose") == "prose"
     assert row_preset(None, "code") == "code"
+    # auto: the row's id or a file-name field of its record, never the JSONL file itself
+    assert row_preset('{"file": "rows.jsonl", "line": 3}', "auto", "pkg/Mod.PY", py) == "code"
+    assert row_preset('{"file": "rows.jsonl", "path": "src/lib.rs"}', "auto", "row-1", py) == "code"
+    assert row_preset('{"file": "code.py.jsonl"}', "auto", "row-1", py) == "prose"
+    assert row_preset('{"path": ["a.py"]}', "auto", "row-1", py) == "prose"
+    assert row_preset("not json", "auto", "notes.txt", py) == "prose"
+    # an input's preset or a forced stage preset wins over the name
+    assert row_preset('{"preset": "prose"}', "auto", "a.py", py) == "prose"
+    assert row_preset("{}", "prose", "a.py", py) == "prose"
+
+
+def test_source_files_read_as_jsonl_rows_get_the_code_rules():
+    """A JSONL of .py files with the default preset: code rows keep indentation and pass."""
+    from tokenmill.etl.clean import Cleaner
+
+    source = "import os\n\n\ndef main():\n    for name in os.listdir('.'):\n        print(name)\n"
+    auto, prose = Cleaner(EtlConfig()), Cleaner(from_dict(EtlConfig, {"preset": "prose"}))
+    row = auto.row("tools/list_dir.py", "code", source, '{"file": "rows.jsonl", "line": 1}')
+    assert (row.reason, row.preset) == (None, "code") and row.text.startswith("import os\n\ndef main():\n    for")
+    assert prose.row("tools/list_dir.py", "code", source, "{}").reason == "too_short"
+    assert auto.row("notes", "web", GOOD, "{}").preset == "prose"
 
 
 def test_filter_config_validation():

@@ -59,6 +59,10 @@ def test_counts_balance(run):
     assert len(run["rows"]["rejects"]) == sum(rec["dropped"].values())
     assert Counter(r["reason"] for r in run["rows"]["rejects"]) == Counter(rec["dropped"])
     assert rec["extra"]["pii"] and set(rec["extra"]["pii"]) <= set(ENTITIES.strip("[]").split(", "))
+    # the code files (.py, .js) take the code rules; every other document (a .txt among them) the prose rules
+    files = [json.loads(d["meta"]).get("file", "") for d in run["rows"]["documents"]]
+    by_source = Counter("code" if f.endswith((".py", ".js")) else "prose" for f in files)
+    assert rec["extra"]["presets"] == dict(sorted(by_source.items()))
 
 
 def test_delta_tables_history_and_row_counts(run):

@@ -37,7 +37,7 @@ def test_bad_flag_and_bad_config_exit_2_with_one_line(tmp_path, capsys):
     bad.write_text("etl: {preset: poetry}\n")
     assert cli_main(["run", "--config", str(bad), "--input", "x", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["tokenmill run: error: etl.preset: must be one of 'prose', 'code', got 'poetry' (str)"]
+    assert err == ["tokenmill run: error: etl.preset: must be one of 'auto', 'prose', 'code', got 'poetry' (str)"]
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["run", "--no-such-flag"])
     assert exit_info.value.code == 2

@@ -59,6 +59,7 @@ class EtlFacts(StageFacts):
     mb_per_s: float
     partitions: int
     versions: dict[str, int]  # table -> Delta version written
+    presets: dict[str, int] = dataclasses.field(default_factory=dict)  # rows cleaned by prose / code rules
 
 
 @dataclass(frozen=True)

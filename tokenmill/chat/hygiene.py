@@ -21,7 +21,7 @@ Shapes:
 from __future__ import annotations
 
 from tokenmill.chat.validate import EMPTY_CONTENT, MESSAGES_SCHEMA
-from tokenmill.etl.clean import CLEAN_SCHEMA, clean_and_redact, cleaner, normalize
+from tokenmill.etl.clean import CLEAN_SCHEMA, CleanRow, clean_and_redact, cleaner, normalize
 from tokenmill.etl.config import EtlConfig
 
 _TURN_SCHEMA = "struct<role:string,turn:int>"
@@ -63,8 +63,8 @@ def _normalize_and_redact(cfg: EtlConfig):
                 [batch.column("id"), batch.column("source"), pa.array(texts, pa.string()), batch.column("meta"),
                  pa.array([len(t or "") for t in texts], pa.int32()), pa.nulls(n, pa.int32()),
                  pa.nulls(n, pa.float64()), pa.array(reasons, pa.string()), pa.array(samples, pa.string()),
-                 pa.array(pii, pa.map_(pa.string(), pa.int32()))],
-                names=["id", "source", "text", "meta", "n_chars", "n_words", "quality", "reason", "sample", "pii"])
+                 pa.array(pii, pa.map_(pa.string(), pa.int32())), pa.nulls(n, pa.string())],
+                names=list(CleanRow._fields))
 
     return run
 

@@ -37,16 +37,17 @@ class CleanRow(NamedTuple):
     reason: Optional[str]  # None: kept
     sample: Optional[str]  # PII-free head of a dropped row
     pii: Optional[dict]  # placeholders written, by entity type
+    preset: Optional[str] = None  # prose or code: the rules this row was cleaned by
 
 
 # Spark type of each CleanRow field, in order.
 CLEAN_TYPES = {"id": "string", "source": "string", "text": "string", "meta": "string", "n_chars": "int",
                "n_words": "int", "quality": "double", "reason": "string", "sample": "string",
-               "pii": "map<string,int>"}
+               "pii": "map<string,int>", "preset": "string"}
 assert tuple(CLEAN_TYPES) == CleanRow._fields
 CLEAN_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in CLEAN_TYPES.items())
 # The columns of tables/clean: a kept row without its verdict.
-CLEAN_COLUMNS = [name for name in CleanRow._fields if name not in ("reason", "sample", "pii")]
+CLEAN_COLUMNS = [name for name in CleanRow._fields if name not in ("reason", "sample", "pii", "preset")]
 
 # C0 and C1 controls except tab and newline (CR is folded into newline first).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -95,16 +96,39 @@ def normalize(text: str, preset: str = "prose", fix_text: bool = True) -> str:
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
-def row_preset(meta: str | None, default: str) -> str:
-    """The preset recorded by ingest in meta (code files), else the stage default."""
+# Fields of a record that may name the file its text came from (JSONL of source files).
+NAME_FIELDS = ("path", "file_path", "filepath", "filename", "file_name", "name")
+
+
+def row_preset(meta: str | None, default: str, doc_id: str | None = None,
+               code_extensions: tuple[str, ...] = ()) -> str:
+    """The preset for one row.
+
+    The preset ingest recorded in meta (an input's ``preset``, a code text
+    file) wins. Else a ``prose`` or ``code`` default applies; ``auto`` picks
+    code when the row's id or a file-name field of its record ends in a code
+    extension, prose otherwise.
+    """
+    parsed = None
     if meta and '"preset"' in meta:
-        try:
-            value = json.loads(meta).get("preset")
-        except (ValueError, AttributeError):
-            return default
-        if value in ("prose", "code"):
-            return value
-    return default
+        parsed = _json_object(meta)
+        if parsed.get("preset") in ("prose", "code"):
+            return parsed["preset"]
+    if default != "auto":
+        return default
+    names = [doc_id] if doc_id else []
+    if meta and any(f'"{field}"' in meta for field in NAME_FIELDS):
+        parsed = parsed if parsed is not None else _json_object(meta)
+        names += [parsed[f] for f in NAME_FIELDS if isinstance(parsed.get(f), str)]
+    return "code" if any(name.lower().endswith(code_extensions) for name in names) else "prose"
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class Cleaner:
@@ -117,6 +141,7 @@ class Cleaner:
         fc = cfg.filters
         self.bad_words = bad_words_regex(load_bad_words(fc.bad_words_file)) if fc.bad_words else None
         self.redactor = redactor(cfg.pii)
+        self.code_extensions = tuple(e.lower() for e in cfg.ingest.text_extensions_code)
 
     def sample(self, text: str | None) -> str:
         if not text:
@@ -126,18 +151,18 @@ class Cleaner:
 
     def row(self, doc_id, source, text, meta) -> CleanRow:
         """One output row for one document."""
-        preset = row_preset(meta, self.cfg.preset)
+        preset = row_preset(meta, self.cfg.preset, doc_id, self.code_extensions)
         if text is None:
             return CleanRow(doc_id, source, None, meta, n_chars=0, n_words=0, quality=0.0, reason=Reason.NULL_TEXT,
-                            sample="", pii=None)
+                            sample="", pii=None, preset=preset)
         text = normalize(text, preset, self.cfg.fix_text)
         verdict = judge(text, preset, self.cfg.filters, self.bad_words)
         if verdict.reason is not None:
             return CleanRow(doc_id, source, None, meta, n_chars=len(text), n_words=verdict.n_words, quality=0.0,
-                            reason=verdict.reason, sample=self.sample(text), pii=None)
+                            reason=verdict.reason, sample=self.sample(text), pii=None, preset=preset)
         redacted, counts = self.redactor.redact(text)
         return CleanRow(doc_id, source, redacted, meta, n_chars=len(redacted), n_words=verdict.n_words,
-                        quality=verdict.quality, reason=None, sample=None, pii=counts or None)
+                        quality=verdict.quality, reason=None, sample=None, pii=counts or None, preset=preset)
 
 
 _CLEANERS: dict[str, Cleaner] = {}

@@ -8,6 +8,9 @@ from typing import Literal
 from tokenmill.typed_config import require
 
 Preset = Literal["prose", "code"]
+# The stage default: "auto" picks code for a row whose id or file name ends in
+# one of ingest.text_extensions_code, prose for any other.
+StagePreset = Literal["auto", "prose", "code"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,8 @@ class PiiConfig:
 
 @dataclass(frozen=True)
 class EtlConfig:
-    preset: Preset = "prose"
+    # An input's own preset wins, then a code text file's; else this, per row.
+    preset: StagePreset = "auto"
     ingest: IngestConfig = field(default_factory=IngestConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)

@@ -70,7 +70,11 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
     with SparkProgress(spark, "etl: clean + PII", text_bytes):
         out = clean_and_redact(documents, cfg).persist(StorageLevel.MEMORY_AND_DISK)
         v_clean = ctx.write(out.where(F.col("reason").isNull()).select(*CLEAN_COLUMNS), "clean")
-        clean_counts = {r["reason"]: r["n"] for r in out.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+        by_verdict = out.groupBy("reason", "preset").agg(F.count("*").alias("n")).collect()
+        clean_counts, presets = {}, {}
+        for r in by_verdict:
+            clean_counts[r["reason"]] = clean_counts.get(r["reason"], 0) + r["n"]
+            presets[r["preset"]] = presets.get(r["preset"], 0) + r["n"]
         pii = {r["key"]: int(r["n"]) for r in out.select(F.explode("pii")).groupBy("key").agg(
             F.sum("value").alias("n")).collect()}
         ingest_rejects = redact_samples(raw.where(F.col("reason").isNotNull()), cfg)
@@ -97,6 +101,7 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
             ingest={"rows_in": n_raw, "rows_out": n_docs, "dropped": ingest_dropped},
             clean={"rows_in": n_docs, "rows_out": n_clean, "dropped": clean_dropped},
             pii=dict(sorted(pii.items())),
+            presets=dict(sorted(presets.items())),
             text_bytes=int(text_bytes),
             mb_per_s=round(text_bytes / 1e6 / max(wall, 1e-9), 3),
             partitions=parts,
@@ -114,6 +119,7 @@ def summary_lines(rec: StageRecord) -> list[str]:
     lines = [
         f"ingest    {x.ingest['rows_in']:>12,} rows read, {x.ingest['rows_out']:,} documents",
         f"clean     {x.clean['rows_in']:>12,} documents, {x.clean['rows_out']:,} kept",
+        "presets   " + ", ".join(f"{n:,} {name}" for name, n in x.presets.items()) if x.presets else "presets   none",
         f"text      {human_bytes(x.text_bytes):>12} at {x.mb_per_s:.2f} MB/s",
     ]
     pii = x.pii
