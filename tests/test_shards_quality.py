@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokenmill.shards.shuffle import max_share_deviation, val_count
+from tokenmill.shards.shuffle import max_share_deviation, neighbour_gap_ratio, val_count
 
 
 def test_share_deviation_of_sorted_and_shuffled_orders():
@@ -18,6 +18,21 @@ def test_share_deviation_of_sorted_and_shuffled_orders():
     dev, _ = max_share_deviation(np.array([0, 0, 1, 1]), 2, 2)
     assert dev == 0.5
     assert max_share_deviation(np.array([0, 1, 1]), 2, 1000)[0] == 0.0  # one window: the whole
+
+
+def test_neighbour_gap_ratio_needs_no_source_labels():
+    n = 20_000
+    ids = (np.arange(n, dtype=np.int64) // 100 << 32) | (np.arange(n) % 100)  # seq_ids: group << 32 | index
+    assert neighbour_gap_ratio(ids) == 3 / (n + 1)  # input order: every neighbour one rank away
+    assert neighbour_gap_ratio(ids[::-1]) == 3 / (n + 1)
+    rng = np.random.default_rng(0)
+    assert abs(neighbour_gap_ratio(rng.permutation(ids)) - 1.0) < 0.02
+    # shuffled only inside blocks of 100: far from random
+    blocks = np.concatenate([rng.permutation(ids[i:i + 100]) for i in range(0, n, 100)])
+    assert neighbour_gap_ratio(blocks) < 0.02
+    brute = np.mean([abs(a - b) for a, b in zip([2, 0, 3, 1], [0, 3, 1])])  # ranks of [30, 10, 40, 20]
+    assert neighbour_gap_ratio(np.array([30, 10, 40, 20])) == brute / (5 / 3)
+    assert neighbour_gap_ratio(np.array([7])) is None
 
 
 def test_val_count():

@@ -103,6 +103,14 @@ def test_accounting_and_dataset_json(first, spark):
     # Input sorted by source: unshuffled, a window holds one source (deviation ~0.5).
     assert q["window"] == 100 and q["source_sorted_deviation"] > 0.45
     assert q["max_share_deviation"] < 0.25
+    # The label-free figure, recomputed from the train shards in storage order by brute force.
+    from tokenmill.shards.reader import iter_split
+
+    stored = [int(s["seq_id"]) for s in iter_split(out / "shards" / "train")]
+    rank = {seq_id: r for r, seq_id in enumerate(sorted(stored))}
+    gaps = [abs(rank[a] - rank[b]) for a, b in zip(stored, stored[1:])]
+    assert q["neighbour_gap_ratio"] == pytest.approx(sum(gaps) / len(gaps) / ((len(stored) + 1) / 3), abs=1e-4)
+    assert 0.7 < q["neighbour_gap_ratio"] < 1.3 and q["input_order_gap_ratio"] < 0.05
     for index in ("train/index.json", "val/index.json"):
         shards = json.loads((out / "shards" / index).read_text())["shards"]
         assert {tuple(s["column_encodings"]) for s in shards} == {("int64", f"ndarray:uint16:{SEQ_LEN}")}

@@ -246,6 +246,12 @@ def _shuffle(data: dict) -> str:
                 f"(source {esc(q.get('worst_source') or '-')}; sorted by source it would be "
                 f"{fmt(q.get('source_sorted_deviation'))}).</p>"
             )
+        if isinstance(q, dict) and q.get("neighbour_gap_ratio") is not None:
+            lines.append(
+                f"<p>{esc(split)}: sequences stored next to each other lie {fmt(q['neighbour_gap_ratio'])}x as far "
+                f"apart in input order as in a random order (1 for a thorough shuffle; "
+                f"{fmt(q.get('input_order_gap_ratio'))} in input order).</p>"
+            )
     return plots.shuffle(data["seq_ids"]) + "\n".join(lines)
 
 

@@ -40,7 +40,7 @@ from tokenmill.facts import ShardsFacts, TokenizeFacts
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, human_bytes, log
 from tokenmill.shards import mds
-from tokenmill.shards.shuffle import SPLITS, auto_parts, max_share_deviation, shuffle, val_count
+from tokenmill.shards.shuffle import SPLITS, auto_parts, max_share_deviation, neighbour_gap_ratio, shuffle, val_count
 from tokenmill.tokenize.tokenizer import file_sha256
 
 FORMAT = "tokenmill-mds-v1"
@@ -124,6 +124,7 @@ def run(ctx) -> StageRecord:
     per_split = {s: {"sequences": 0, "tokens": 0, "shards": 0, "bytes": 0} for s in SPLITS}
     parts = defaultdict(list)
     order_codes = defaultdict(list)
+    order_ids = defaultdict(list)
     written = sorted(written, key=lambda r: (r.split, r.part))
     sources = sorted({s for row in written for s in row.sources if s is not None})
     codes = {s: i for i, s in enumerate(sources)}
@@ -137,6 +138,7 @@ def run(ctx) -> StageRecord:
         # Part-local codes -> global codes (a null source gets -1).
         local = np.array([codes.get(s, -1) for s in row.sources], dtype="<i4")
         order_codes[row.split].append(local[np.frombuffer(row.codes, dtype="<i4")])
+        order_ids[row.split].append(np.frombuffer(row.ids, dtype="<i8"))
     for split in SPLITS:
         mds.merge_split(str(staging), remote, split, parts[split])
 
@@ -145,11 +147,15 @@ def run(ctx) -> StageRecord:
         order = np.concatenate(order_codes[split]) if order_codes[split] else np.empty(0, "<i4")
         dev, worst = max_share_deviation(order, len(sources), cfg.quality_window)
         unshuffled, _ = max_share_deviation(np.sort(order), len(sources), cfg.quality_window)
+        ids = np.concatenate(order_ids[split]) if order_ids[split] else np.empty(0, "<i8")
+        gap = neighbour_gap_ratio(ids)
         quality[split] = {
             "window": min(cfg.quality_window, len(order)),
             "max_share_deviation": round(dev, 6),
             "worst_source": sources[worst] if worst is not None else None,
             "source_sorted_deviation": round(unshuffled, 6),
+            "neighbour_gap_ratio": None if gap is None else round(gap, 4),
+            "input_order_gap_ratio": None if gap is None else round(3 / (len(ids) + 1), 6),
         }
 
     dataset = {
@@ -212,6 +218,9 @@ def summary_lines(rec: StageRecord) -> list[str]:
     q = x.shuffle_quality["train"]
     lines.append(f"shuffle    max source-share deviation {q['max_share_deviation']:.4f} over windows of "
                  f"{q['window']:,} (unshuffled: {q['source_sorted_deviation']:.4f})")
+    if q.get("neighbour_gap_ratio") is not None:
+        lines.append(f"           storage neighbours {q['neighbour_gap_ratio']:.3f}x as far apart in input order "
+                     f"as in a random order (1: random; input order: {q['input_order_gap_ratio']:.4f})")
     return lines
 
 

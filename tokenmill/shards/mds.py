@@ -16,7 +16,8 @@ import shutil
 import numpy as np
 import pyarrow as pa
 
-WRITTEN_SCHEMA = "split string, part int, sequences long, shards int, bytes long, sources array<string>, codes binary"
+WRITTEN_SCHEMA = ("split string, part int, sequences long, shards int, bytes long, sources array<string>, "
+                  "codes binary, ids binary")
 
 
 def columns(dtype: str, seq_len: int) -> dict[str, str]:
@@ -32,15 +33,15 @@ def make_writer(local_root: str, remote_root: str | None, dtype: str, seq_len: i
                 compression: str | None, size_limit: int):
     """A mapInArrow function writing each (split, part) run with its own MDSWriter.
 
-    Yields one row per (split, part): counts, bytes, and the source of every
-    sequence in written order (for the shuffle-quality figure) as codes into
-    that row's ``sources`` list.
+    Yields one row per (split, part): counts, bytes, and for the shuffle-quality
+    figures the source of every sequence in written order (codes into that
+    row's ``sources`` list) and its seq_id.
     """
 
     def write(batches):
         from streaming import MDSWriter
 
-        state = {"key": None, "writer": None, "names": {}, "codes": [], "n": 0}
+        state = {"key": None, "writer": None, "names": {}, "codes": [], "ids": [], "n": 0}
 
         def close():
             if state["writer"] is None:
@@ -52,12 +53,15 @@ def make_writer(local_root: str, remote_root: str | None, dtype: str, seq_len: i
             shards = index["shards"]
             nbytes = sum((s.get("zip_data") or s["raw_data"])["bytes"] for s in shards)
             codes = np.array(state["codes"], dtype="<i4")
+            ids = np.array(state["ids"], dtype="<i8")
             return pa.RecordBatch.from_pylist(
                 [{"split": split, "part": part, "sequences": state["n"], "shards": len(shards),
-                  "bytes": nbytes, "sources": list(state["names"]), "codes": codes.tobytes()}],
+                  "bytes": nbytes, "sources": list(state["names"]), "codes": codes.tobytes(),
+                  "ids": ids.tobytes()}],
                 schema=pa.schema([("split", pa.string()), ("part", pa.int32()), ("sequences", pa.int64()),
                                   ("shards", pa.int32()), ("bytes", pa.int64()),
-                                  ("sources", pa.list_(pa.string())), ("codes", pa.binary())]),
+                                  ("sources", pa.list_(pa.string())), ("codes", pa.binary()),
+                                  ("ids", pa.binary())]),
             )
 
         def open_writer(split, part):
@@ -65,7 +69,7 @@ def make_writer(local_root: str, remote_root: str | None, dtype: str, seq_len: i
             # A retried task starts its partition over.
             shutil.rmtree(local, ignore_errors=True)
             out = local if remote_root is None else (local, part_dir(remote_root, split, part))
-            state.update(key=(split, part), names={}, codes=[], n=0, writer=MDSWriter(
+            state.update(key=(split, part), names={}, codes=[], ids=[], n=0, writer=MDSWriter(
                 out=out, columns=columns(dtype, seq_len), compression=compression,
                 size_limit=size_limit, keep_local=True, exist_ok=True))
 
@@ -88,6 +92,7 @@ def make_writer(local_root: str, remote_root: str | None, dtype: str, seq_len: i
                 if hi - lo != seq_len:
                     raise ValueError(f"sequence {ids[i]} has {hi - lo} tokens, expected {seq_len}")
                 state["writer"].write({"tokens": flat[lo:hi], "seq_id": int(ids[i])})
+                state["ids"].append(int(ids[i]))
                 state["n"] += 1
                 names = state["names"]
                 state["codes"].append(names.setdefault(sources[i], len(names)))

@@ -95,3 +95,22 @@ def max_share_deviation(codes: np.ndarray, n_sources: int, window: int) -> tuple
         if dev > worst:
             worst, worst_code = dev, code
     return worst, worst_code
+
+
+def neighbour_gap_ratio(ids: np.ndarray) -> float | None:
+    """How far apart in input order sequences stored next to each other are, against a random order.
+
+    ``ids``: each output sequence's seq_id, in output order (seq_ids grow in
+    input order). The mean distance in input-order rank between storage
+    neighbours, divided by its expectation for a uniformly random order,
+    (n + 1) / 3: about 1.0 for a good shuffle, 3 / (n + 1) (near 0) for the
+    input order. Needs no source labels, so it means something for a corpus
+    from one source. None for fewer than two sequences.
+    """
+    n = len(ids)
+    if n < 2:
+        return None
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[np.argsort(ids, kind="stable")] = np.arange(n)
+    return float(np.abs(np.diff(ranks)).mean() / ((n + 1) / 3))
+
