@@ -23,6 +23,8 @@ from tokenmill.facts import ShardsFacts, TokenizeFacts
 from tokenmill.manifest import Manifest
 from tokenmill.pipeline import run_stages
 
+from processes import kill_tree
+
 SEQ_LEN = 32
 CONFIG = {
     "tokenize": {"seq_len": SEQ_LEN, "vocab_size": 320, "pack_groups": 3, "train_docs": 200},
@@ -210,26 +212,6 @@ def test_round_trip_two_ranks_resume(first, spark, tmp_path):
     assert "a document that mentions <|endoftext|> in its text" in texts
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in process group ``pgid``."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited while we looked
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _wait_until_gone(pgid: int, seconds: float = 10) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while (members := _group_members(pgid)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return members
-
-
 def _hidden(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name.startswith("."))
 
@@ -248,15 +230,14 @@ def test_other_partitioning_killed_mid_shards_then_restarted_gives_identical_sha
            "--config", str(config), "--output", str(target)]
     env = {**os.environ, "TOKENMILL_SPARK_CORES": "2", "TOKENMILL_PROGRESS_S": "0"}
     with open(tmp_path / "child.log", "w") as log_file:
-        # Its own process group: the kill takes Spark's JVM and Python workers with it,
-        # so nothing still writes into the staging folder the restart removes.
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 240
         while not list(target.glob(".shards.staging-*")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
+        # The whole tree: Spark's JVM and its Python workers (their daemon has a process group
+        # of its own), so nothing still writes into the staging folder the restart removes.
+        assert kill_tree(proc.pid) == [], "processes of the killed run are still alive"
         proc.wait(timeout=60)
-        assert _wait_until_gone(proc.pid) == [], "processes of the killed run are still alive"
     child = (tmp_path / "child.log").read_text()
     assert proc.returncode == -signal.SIGKILL, child[-2000:]
     assert "[shards] started" in child

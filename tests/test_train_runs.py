@@ -26,6 +26,8 @@ from tokenmill.train.fixture import write_fixture
 from tokenmill.train.model import GPT, ModelConfig
 from tokenmill.train.runlog import read_jsonl
 
+from processes import alive, descendants
+
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 12
 
@@ -96,23 +98,6 @@ def streaming_segments() -> set[str]:
     return {name for name in os.listdir("/dev/shm") if name[:6].isdigit() and name[6:7] == "_"}
 
 
-def descendants(pid: int) -> list[int]:
-    """All processes below pid (torchrun puts its workers in new sessions)."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay: str = "0.3") -> None:
     """Start ``tokenmill train`` with slow steps; once rank 0 is past ``after_step``,
     SIGKILL everything (launcher, torchrun, every rank). Needs record_sample_ids."""
@@ -135,22 +120,13 @@ def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay
     # The ranks are not our children: wait until they are gone too, so the rerun
     # does not meet their shared memory while they still look alive.
     deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in victims) and time.monotonic() < deadline:
         time.sleep(0.05)
     # What the killed ranks' exit handlers would have removed: else every later
     # dataset on this machine walks (and holds a descriptor for) their segments.
     for name in streaming_segments() - segments_before:
         Path("/dev/shm", name).unlink(missing_ok=True)
     assert not events(run_dir, "end"), "the run finished before the kill"
-
-
-def _alive(pid: int) -> bool:
-    """Running or dying, but not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture(scope="module")

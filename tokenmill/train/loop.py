@@ -108,9 +108,14 @@ class Trainer:
             self.val_loader = data.build_loader(
                 self.info, cfg.data, self.cache_dir, "val", cfg.micro_batch_size, shuffle=False, drop_last=False
             )
+            self._set_up_run(cuda)
         except BaseException:
             self.shared_memory.close()
             raise
+
+    def _set_up_run(self, cuda: bool) -> None:
+        """Counters, the run folder's metadata and the run log."""
+        cfg = self.cfg
         self.ckpt_root = self.run_dir / "checkpoints"
         self.step = 0
         self.tokens = 0
