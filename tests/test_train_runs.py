@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from tokenmill.train.fixture import write_fixture
 from tokenmill.train.model import GPT, ModelConfig
 from tokenmill.train.runlog import read_jsonl
 
-from processes import alive, descendants
+from processes import kill_tree
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 12
@@ -113,15 +112,10 @@ def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay
             break
         assert proc.poll() is None, "run ended before it could be killed"
         time.sleep(0.05)
-    victims = [proc.pid, *descendants(proc.pid)]
-    for pid in victims:
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
     # The ranks are not our children: wait until they are gone too, so the rerun
     # does not meet their shared memory while they still look alive.
-    deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in victims) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert kill_tree(proc.pid) == [], "processes of the killed run are still alive"
+    proc.wait()
     # What the killed ranks' exit handlers would have removed: else every later
     # dataset on this machine walks (and holds a descriptor for) their segments.
     for name in streaming_segments() - segments_before:
