@@ -59,6 +59,12 @@ def run_pipeline(where: list[str], inputs: Path, out: Path, config: Path, env: d
     return time.time() - started
 
 
+def stage_walls(out: Path) -> dict[str, float]:
+    """Each stage's wall time from the run's manifest (the rest of a run is start-up and planning)."""
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    return {name: round(rec["wall_s"], 1) for name, rec in stages.items()}
+
+
 def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str]) -> dict:
     from tokenmill.standalone import local_cluster
 
@@ -80,7 +86,7 @@ def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str]) -> dic
             with local_cluster(work / "cluster", workers=cores, cores=1, memory="2g", env=env) as url:
                 walls[kind] = run_pipeline(["--master", url], inputs, out, config,
                                            {**env, "SPARK_CONF_DIR": str(conf)})
-    result = {k: {"wall_s": round(v, 1)} for k, v in walls.items()}
+    result = {k: {"wall_s": round(v, 1), "stage_wall_s": stage_walls(work / k)} for k, v in walls.items()}
     if "classic" in walls:
         for kind, wall in walls.items():
             result[kind]["ratio_to_classic"] = round(wall / walls["classic"], 3)

@@ -78,6 +78,7 @@ def test_accounting_and_dataset_json(first, spark):
     produced = sum(len(tok.encode(t, add_special_tokens=False).ids) + 1 for t in texts)
     x = TokenizeFacts.from_extra(tok_rec.extra)
     assert tok_rec.rows_in == 240 and x.rows_unit == "documents"
+    assert x.tokenizer_source == "trained" and x.tokenizer_train_s > 0
     assert tok_rec.rows_out + sum(tok_rec.dropped.values()) == 240
     assert x.tokens == produced
     assert x.tokens_in_sequences + x.tokens_dropped == produced

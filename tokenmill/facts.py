@@ -80,6 +80,7 @@ class TokenizeFacts(StageFacts):
     tokens: int
     tokens_in_sequences: int
     tokens_dropped: int
+    tokenizer_train_s: float = 0.0  # sampling + training; 0 when tokenize.tokenizer is given
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,15 @@ class TokenizeConfig:
     # None: train a byte-level BPE on the table.
     tokenizer: str | None = None
     # Training a tokenizer: target vocabulary, special tokens, sample size and seed.
+    # The sample is at most train_docs documents and about train_bytes of text
+    # (0: no byte limit), picked at random by a seeded hash of the id. Training
+    # time grows with the bytes; 32 MB cost 0.7% in bytes per token against the
+    # whole 240 MB of a source-code corpus, and trained in a sixth of the time.
     vocab_size: int = 8192
     special_tokens: tuple[str, ...] = ("<|endoftext|>",)
     min_frequency: int = 2
     train_docs: int = 20000
+    train_bytes: int = 32_000_000
     train_seed: int = 0
     # Appended to every document; must be a special token of the tokenizer.
     # "auto": a model folder's EOS (tokenizer_config.json, else
@@ -45,6 +50,7 @@ class TokenizeConfig:
         require(self.vocab_size >= 260, "vocab_size",
                 f"must be at least 260 (256 bytes + special tokens), got {self.vocab_size}")
         require(self.train_docs >= 1, "train_docs", f"must be at least 1, got {self.train_docs}")
+        require(self.train_bytes >= 0, "train_bytes", f"must be 0 (no limit) or more, got {self.train_bytes}")
         require(self.min_frequency >= 1, "min_frequency", f"must be at least 1, got {self.min_frequency}")
         specials = set(self.special_tokens)
         if self.tokenizer is None:

@@ -53,7 +53,8 @@ def run(ctx) -> StageRecord:
     name = input_table(ctx)
     docs = ctx.read(name)
     info = toks.prepare(docs, cfg, tokenizer_path(ctx), tables.row_count(ctx.spark, ctx.location(name)))
-    log(f"[tokenize] tokenizer {info.sha256[:12]} vocab {info.vocab_size} ({info.dtype}), eos {info.eos_id}")
+    trained = f", trained in {info.train_s:.1f} s" if not cfg.tokenizer else ""
+    log(f"[tokenize] tokenizer {info.sha256[:12]} vocab {info.vocab_size} ({info.dtype}), eos {info.eos_id}{trained}")
     tokenizer_json = Path(info.path).read_text(encoding="utf-8")
     # Per-group counts travel as extra rows of the packer's output (Spark Connect
     # has no accumulators); the output is cached so they are read without encoding twice.
@@ -92,6 +93,7 @@ def run(ctx) -> StageRecord:
             tokens=totals["tokens"],
             tokens_in_sequences=totals["tokens_in_sequences"],
             tokens_dropped=totals["tokens_dropped"],
+            tokenizer_train_s=info.train_s,
         ).to_extra(),
     )
 

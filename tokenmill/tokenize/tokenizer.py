@@ -7,9 +7,11 @@ how Spark partitions or orders the table.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ class TokenizerInfo:
     vocab_size: int
     eos_id: int
     bos_id: int | None
+    train_s: float = 0.0  # seconds spent sampling and training (0 for a given tokenizer)
 
     @property
     def dtype(self) -> str:
@@ -88,17 +91,38 @@ def train_bpe(texts: list[str], cfg: TokenizeConfig) -> Tokenizer:
     return tok
 
 
-def sample_texts(df, n_docs: int, seed: int, total: int) -> list[str]:
-    """Up to ~n_docs of the table's ``total`` texts, picked by a seeded hash of the id, in id order."""
+def sample_texts(df, n_docs: int, seed: int, total: int, max_bytes: int = 0) -> list[str]:
+    """A seeded random sample of the table's ``total`` texts, in id order.
+
+    At most ``n_docs`` texts, and with ``max_bytes`` (> 0) about that much
+    UTF-8 text: the hash picks a fraction of the rows that holds that many
+    bytes on average, and the texts past the budget are cut off. Picked by a
+    hash of the id, so the sample does not depend on partitioning or order.
+    """
     from pyspark.sql import functions as F
 
     if total == 0:
         raise UserError("cannot train a tokenizer on an empty table; give tokenize.tokenizer a tokenizer.json")
     fraction = min(1.0, n_docs / total)
+    if max_bytes:
+        total_bytes = df.agg(F.sum(F.octet_length("text"))).first()[0] or 0
+        fraction = min(fraction, max_bytes / max(total_bytes, 1))
     bucket = F.pmod(F.xxhash64(F.lit(seed), F.col("id")), F.lit(1_000_000))
     picked = df.where(bucket < int(fraction * 1_000_000) if fraction < 1 else F.lit(True))
     rows = picked.select("id", "text").orderBy("id").limit(n_docs).collect()
-    return [r.text for r in rows]
+    texts = [r.text for r in rows]
+    return within_bytes(texts, max_bytes) if max_bytes else texts
+
+
+def within_bytes(texts: list[str], max_bytes: int) -> list[str]:
+    """The leading texts up to the one that reaches ``max_bytes`` (at least one text)."""
+    kept, size = [], 0
+    for text in texts:
+        if kept and size >= max_bytes:
+            break
+        kept.append(text)
+        size += len(text.encode("utf-8", "surrogatepass"))
+    return kept
 
 
 def prepare(df, cfg: TokenizeConfig, out_path: str | Path, total: int) -> TokenizerInfo:
@@ -106,15 +130,17 @@ def prepare(df, cfg: TokenizeConfig, out_path: str | Path, total: int) -> Tokeni
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    started = time.perf_counter()
     if cfg.tokenizer:
         source = tokenizer_file(cfg.tokenizer)
         load(source)  # fail early on a bad file
         shutil.copyfile(source, tmp)
     else:
-        tok = train_bpe(sample_texts(df, cfg.train_docs, cfg.train_seed, total), cfg)
+        tok = train_bpe(sample_texts(df, cfg.train_docs, cfg.train_seed, total, cfg.train_bytes), cfg)
         tok.save(str(tmp))
     os.replace(tmp, out_path)
-    return describe(out_path, cfg)
+    train_s = 0.0 if cfg.tokenizer else round(time.perf_counter() - started, 2)
+    return dataclasses.replace(describe(out_path, cfg), train_s=train_s)
 
 
 def describe(path: str | Path, cfg: TokenizeConfig) -> TokenizerInfo:
