@@ -1,10 +1,10 @@
-"""Connected components in Spark == a plain Python union-find."""
+"""Connected components in Spark, and on the driver, == a plain Python union-find."""
 
 from __future__ import annotations
 
 import random
 
-from tokenmill.dedup.components import connected_components
+from tokenmill.dedup.components import connected_components, on_driver
 
 
 def union_find_labels(edges):
@@ -52,3 +52,18 @@ def test_components_on_string_ids_with_local_checkpoints(spark):
     labels, _ = connected_components(df)
     assert sorted((r["node"], r["label"]) for r in labels.collect()) == [
         ("a", "a"), ("b", "a"), ("c", "a"), ("d", "a"), ("x", "x"), ("y", "x")]
+
+
+def test_components_on_the_driver_match_union_find_and_the_spark_rounds(spark, tmp_path):
+    rng = random.Random(11)
+    edges = random_graph(rng, 300, 200) + [(5000, 5000)]  # a lone self loop is no node
+    df = spark.createDataFrame(edges, "src long, dst long")
+    got = on_driver(df)
+    assert dict(zip(*[got.toArrow().column(c).to_pylist() for c in ("node", "label")])) == {
+        n: l for n, l in union_find_labels(edges).items() if n != 5000}
+    in_rounds, _ = connected_components(df, checkpoint_dir=str(tmp_path / "cc"))
+    assert sorted(got.collect()) == sorted(in_rounds.collect())
+    assert got.schema == in_rounds.schema
+    strings = spark.createDataFrame([("b", "a"), ("c", "b"), ("x", "y"), ("q", "q")], "src string, dst string")
+    assert sorted(tuple(r) for r in on_driver(strings).collect()) == [
+        ("a", "a"), ("b", "a"), ("c", "a"), ("x", "x"), ("y", "x")]

@@ -102,6 +102,7 @@ class DedupFacts(StageFacts):
     removed_by_source: dict[str, dict[str, int]]  # source -> kind (exact/near) -> documents
     documents_hashed: int
     enabled: bool = True
+    components_on_driver: bool = False  # a small graph, labelled by a union-find on the driver
     incremental: dict[str, Any] | None = None  # previous_signatures, previous_documents
 
     @classmethod

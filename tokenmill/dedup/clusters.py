@@ -25,6 +25,7 @@ class ClusterStats:
     candidate_edges: int = 0
     verified_edges: int = 0
     rounds: int = 0
+    on_driver: bool = False  # components by a union-find on the driver (a small graph), not in rounds
     extra: dict = field(default_factory=dict)
 
 
@@ -64,6 +65,8 @@ def assign(docs: DataFrame, cfg: DedupConfig, bands: int, rows: int,
             stats.candidate_edges = stats.verified_edges = edges.count()
         if stats.verified_edges == 0:  # nothing to join: skip the component rounds
             labels = edges.select(F.col("src").alias("node"), F.col("dst").alias("label"))
+        elif stats.verified_edges <= cfg.driver_max_edges:
+            labels, stats.on_driver = components.on_driver(edges), True
         else:
             labels, stats.rounds = components.connected_components(edges, cfg.max_rounds, checkpoint_dir)
         members = labels.join(banded.select(F.col("id").alias("node"), "keep_key"), "node")

@@ -10,6 +10,9 @@ long however many rounds it takes.
 It has converged when the edges form stars: every node points at exactly
 one node, and that node points nowhere. The star centre is the smallest id
 of the component, which becomes its label.
+
+``on_driver`` gives the same labels for a graph small enough to collect: a
+union-find in this process, back as a DataFrame.
 """
 
 from __future__ import annotations
@@ -93,3 +96,30 @@ def _checkpoint(df: DataFrame, checkpoint_dir: str | None, round_no: int) -> Dat
     if round_no >= 2:  # the round before the previous one is no longer read
         shutil.rmtree(Path(checkpoint_dir) / f"round-{round_no - 2:03d}", ignore_errors=True)
     return df.sparkSession.read.parquet(path)
+
+
+def on_driver(edges: DataFrame) -> DataFrame:
+    """(src, dst) edges -> (node, label) like ``connected_components``, by a union-find here."""
+    table = edges.select("src", "dst").toArrow()
+    parent: dict = {}
+
+    def root(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        return x
+
+    for a, b in zip(table.column("src").to_pylist(), table.column("dst").to_pylist()):
+        if a == b:  # a self loop links nothing (and, alone, is no node of the graph)
+            continue
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
+        ra, rb = root(a), root(b)
+        if ra != rb:  # the smaller root stays the root: labels are each component's smallest node
+            parent[max(ra, rb)] = min(ra, rb)
+    nodes = sorted(parent)
+    import pyarrow as pa
+
+    labels = pa.table({"node": pa.array(nodes, table.schema.field("src").type),
+                       "label": pa.array([root(n) for n in nodes], table.schema.field("src").type)})
+    return edges.sparkSession.createDataFrame(labels)

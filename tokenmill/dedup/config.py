@@ -45,6 +45,10 @@ class DedupConfig:
     # (only the new documents are hashed).
     previous_signatures: str | None = None
     max_rounds: int = 60  # connected-components rounds before giving up
+    # A graph of up to this many verified edges is labelled on the driver (one
+    # collect and a union-find) instead of in Spark rounds, whose many small
+    # jobs cost seconds each; 0: always in Spark. The labels are the same.
+    driver_max_edges: int = 500_000
     sample_chars: int = 200  # text kept in a reject row
 
     def __post_init__(self):
@@ -62,6 +66,7 @@ class DedupConfig:
             require(0.0 <= self.verify_threshold <= 1.0, "verify_threshold",
                     f"must be in [0, 1], got {self.verify_threshold}")
         require(self.max_rounds >= 1, "max_rounds", f"must be at least 1, got {self.max_rounds}")
+        require(self.driver_max_edges >= 0, "driver_max_edges", f"must be >= 0, got {self.driver_max_edges}")
         require(self.sample_chars >= 0, "sample_chars", f"must be >= 0, got {self.sample_chars}")
         for i, rule in enumerate(self.keep):
             parts = rule.split()

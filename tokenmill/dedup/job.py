@@ -144,6 +144,7 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
         s_curve=lsh.s_curve(bands, rows),
         candidate_edges=cstats.candidate_edges, verified_edges=cstats.verified_edges,
         component_rounds=cstats.rounds,
+        components_on_driver=cstats.on_driver,
         clusters=sum(histogram.values()),
         cluster_size_histogram=histogram,
         removed_by_source=dict(sorted(by_source.items())),
@@ -176,8 +177,8 @@ def summary_lines(rec: StageRecord) -> list[str]:
     at = x.s_curve.get(f"{x.threshold:.2f}", "?")
     lines = [f"LSH {x.bands} bands x {x.rows} rows ({x.shingle}, Jaccard >= {x.threshold}, "
              f"P(candidate | J={x.threshold:.2f}) = {at})",
-             f"candidate edges {x.candidate_edges:,}, verified {x.verified_edges:,}, "
-             f"components in {x.component_rounds} rounds",
+             f"candidate edges {x.candidate_edges:,}, verified {x.verified_edges:,}, components "
+             + ("on the driver" if x.components_on_driver else f"in {x.component_rounds} rounds"),
              f"clusters {x.clusters:,}; sizes " + ", ".join(f"{k}:{v}" for k, v in x.cluster_size_histogram.items())]
     for source, kinds in x.removed_by_source.items():
         lines.append(f"  removed from {source}: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
