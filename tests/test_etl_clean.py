@@ -6,7 +6,7 @@ import pytest
 
 from tokenmill.config import from_dict
 from tokenmill.errors import ConfigError
-from tokenmill.etl.clean import clean_and_redact, normalize, row_preset
+from tokenmill.etl.clean import _ftfy_config, clean_and_redact, fix_lines, normalize, row_preset
 from tokenmill.etl.config import EtlConfig, FilterConfig
 from tokenmill.etl.filters import bad_words_regex, judge, load_bad_words, top_ngram_char_fraction
 
@@ -31,6 +31,35 @@ def test_normalize_repairs_text():
     assert normalize("  a \t b  \r\n\r\n\r\n\n c  ") == "a b\n\nc"
     assert normalize("zero\u200bwidth") == "zerowidth"
     assert normalize("\u201cquoted\u201d") == "\u201cquoted\u201d"  # typographic quotes are kept
+
+
+# Lines ftfy changes (mojibake, entities, terminal escapes, odd widths) and lines it leaves alone.
+FTFY_LINES = ["We met at the cafÃ© for crÃ¨me brÃ»lÃ©e.", "fish &amp; chips", "\x1b[31mred\x1b[0m", "plain ascii",
+              "", "   indented(x)  ", "crlf line\r", "ﬁne ligature", "ｗｉｄｅ", "e\u0301t\u00e9", "\u201cquoted\u201d",
+              "â€œsmartâ€\x9d", "tab\there", "bell\x07", "&lt;b&gt;", "Ã\xa0 la carte"]
+
+
+@pytest.mark.parametrize("preset", ["prose", "code"])
+def test_fix_lines_equals_ftfy_on_the_whole_text(preset):
+    import random
+
+    import ftfy
+
+    config = _ftfy_config(preset)
+    rng = random.Random(5)
+    texts = ["", "\n", "a\n", "\ncafÃ©", "cafÃ©\n", "cafÃ©\n\nplain\n", "plain\ncafÃ©", "x" * 50 + "Ã©"]
+    texts += ["\n".join(rng.choice(FTFY_LINES) for _ in range(rng.randrange(1, 30))) + rng.choice(["", "\n"])
+              for _ in range(300)]
+    for text in texts:
+        assert fix_lines(text, config) == ftfy.fix_text(text, config), repr(text)
+    # Every ASCII character ftfy would change sends its line to ftfy.
+    for code in range(128):
+        line = f"a{chr(code)}b&amp;c" if code == ord("&") else f"a{chr(code)}b"
+        assert fix_lines(line + "\nok", config) == ftfy.fix_text(line + "\nok", config), hex(code)
+    # A line longer than ftfy's segment limit is cut where ftfy cuts it.
+    short = config._replace(max_decode_length=7)
+    for text in ("plain\n" + "cafÃ© " * 9 + "\nplain", "cafÃ©cafÃ©cafÃ©\nok"):
+        assert fix_lines(text, short) == ftfy.fix_text(text, short)
 
 
 def test_normalize_code_keeps_indentation_and_entities():

@@ -74,12 +74,45 @@ def _needs_ftfy(text: str) -> bool:
     return not text.isascii() or "&" in text or "\x1b" in text
 
 
+# What ftfy may change in a line: anything but tab, form feed and printable
+# ASCII other than '&' (HTML entities). Checked against ftfy for every ASCII
+# character (tests/test_etl_clean.py).
+_FTFY_TOUCHES = re.compile(r"[^\t\x0c\x20-\x25\x27-\x7e]")
+
+
+def fix_lines(text: str, config) -> str:
+    """``ftfy.fix_text(text, config)``, run only on the lines that need it.
+
+    ftfy fixes every line (up to and including its newline) on its own, and
+    with ``unescape_html`` set (not "auto") nothing carries from one line to
+    the next, so lines of plain printable ASCII are left as they are and the
+    runs of the others go to ftfy together: the same text, much sooner for a
+    file with a few non-ASCII lines among thousands.
+    """
+    import ftfy
+
+    lines = text.split("\n")
+    out: list[str] = []
+    start = None  # first line of the run waiting for ftfy
+    for i, line in enumerate(lines):
+        if _FTFY_TOUCHES.search(line):
+            start = i if start is None else start
+            continue
+        if start is not None:
+            out.append(ftfy.fix_text("\n".join(lines[start:i]) + "\n", config))
+            start = None
+        out.append(line + "\n")
+    if start is not None:
+        out.append(ftfy.fix_text("\n".join(lines[start:]), config))
+    else:
+        out[-1] = out[-1][:-1]  # the last line has no newline of its own
+    return "".join(out)
+
+
 def normalize(text: str, preset: str = "prose", fix_text: bool = True) -> str:
     """ftfy + NFC + control characters + whitespace."""
     if fix_text and _needs_ftfy(text):
-        import ftfy
-
-        text = ftfy.fix_text(text, _ftfy_config(preset))
+        text = fix_lines(text, _ftfy_config(preset))
     elif not text.isascii():
         text = unicodedata.normalize("NFC", text)
     if "\r" in text:
