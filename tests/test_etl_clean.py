@@ -8,7 +8,7 @@ from tokenmill.config import from_dict
 from tokenmill.errors import ConfigError
 from tokenmill.etl.clean import _ftfy_config, clean_and_redact, fix_lines, normalize, row_preset
 from tokenmill.etl.config import EtlConfig, FilterConfig
-from tokenmill.etl.filters import bad_words_regex, judge, load_bad_words, top_ngram_char_fraction
+from tokenmill.etl.filters import alnum_count, bad_words_regex, judge, load_bad_words, top_ngram_char_fraction
 
 FC = FilterConfig()
 BAD = bad_words_regex(load_bad_words(None))
@@ -65,6 +65,23 @@ def test_fix_lines_equals_ftfy_on_the_whole_text(preset):
 def test_normalize_code_keeps_indentation_and_entities():
     code = "def f(x):  \r\n    if x:\r\n\r\n\r\n\r\n        return '&amp;'\t\n"
     assert normalize(code, "code") == "def f(x):\n    if x:\n\n        return '&amp;'"
+
+
+def test_code_whitespace_and_alnum_counts_equal_their_regex_definitions():
+    import random
+    import re
+
+    trailing = re.compile(r"[^\S\n]+\n")  # whitespace before a newline, as the code preset removes it
+    rng = random.Random(2)
+    pool = [" ", "\t", "\n", "a", "Z", "9", "_", "\u00a0", "\u3000", "\x0c", "\x0b", "\u2028", "é", "٣", "\n\n"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randrange(0, 25)))
+        controls_removed = text.replace("\x0b", "").replace("\x0c", "")  # as normalize does first
+        expected = trailing.sub("\n", controls_removed.rstrip() + "\n").rstrip()
+        expected = re.sub(r"\n{3,}", "\n\n", expected).lstrip("\n")
+        assert normalize(text, "code", fix_text=False) == expected, repr(text)
+        assert alnum_count(text) == sum(c.isalnum() for c in text)
+    assert alnum_count("".join(map(chr, range(128)))) == 62
 
 
 def test_good_prose_is_kept_with_quality():

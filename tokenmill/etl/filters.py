@@ -53,6 +53,14 @@ BULLETS = ("\u2022", "\u2023", "\u25aa", "\u25e6", "\u00b7", "-", "*", "\u2013",
 ELLIPSES = ("...", "\u2026")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _ALNUM = re.compile(r"[^\W_]")
+_ASCII_ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def alnum_count(text: str) -> int:
+    """Letters and digits in text (``str.isalnum``); ASCII text is counted by bytes.translate, ~20x faster."""
+    if text.isascii():
+        return len(text) - len(text.encode("ascii").translate(None, _ASCII_ALNUM))
+    return len(text) - len(_ALNUM.sub("", text))
 # A whitespace-delimited word without a single letter (numbers, symbols).
 _NO_LETTER_WORD = re.compile(r"(?<!\S)(?:(?!\s)[\W\d_])+(?!\S)")
 BUNDLED_BAD_WORDS = Path(__file__).parent / "data" / "bad_words.txt"
@@ -232,7 +240,7 @@ def judge_code(text: str, fc: FilterConfig) -> Verdict:
     if max(map(len, lines)) > fc.code_max_line_length:
         return Verdict(Reason.CODE_LONG_LINES, 0.0, n)
     non_space = n_chars - sum(text.count(c) for c in " \t\n")
-    alnum = (n_chars - len(_ALNUM.sub("", text))) / max(1, non_space)
+    alnum = alnum_count(text) / max(1, non_space)
     if alnum < fc.code_min_alnum_fraction:
         return Verdict(Reason.CODE_LOW_ALNUM, 0.0, n)
     stripped = [ln.strip() for ln in lines if ln.strip()]
