@@ -146,6 +146,19 @@ def test_group_files_balances_bytes(tmp_path):
         ["f0.txt", "f3.txt"], ["f1.txt", "f2.txt", "f4.txt"]]
 
 
+def test_read_tasks_come_in_multiples_of_the_parallelism():
+    from tokenmill.etl import ranges
+
+    mb = 1 << 20
+    assert ranges.task_count(300 * mb, 4, 64 * mb) == 8  # not 5: a fifth task would leave three cores idle
+    assert ranges.task_count(1, 4, 64 * mb) == 4
+    assert ranges.task_count(256 * mb, 4, 64 * mb) == 4 and ranges.task_count(257 * mb, 4, 64 * mb) == 8
+    for total in (1, 10 * mb, 300 * mb, 10_000 * mb):
+        n = ranges.task_count(total, 3, 64 * mb)
+        assert n % 3 == 0 and -(-total // n) <= 64 * mb
+    assert ranges.split_bytes(300 * mb, 4, 64 * mb) == 300 * mb // 8
+
+
 def test_ingest_all_formats_with_spark(spark, tmp_path):
     d = tmp_path / "in"
     d.mkdir()

@@ -401,7 +401,8 @@ def split_task(task: FileTask, target: int) -> list[FileTask]:
 
 
 def read_files(spark, tasks: list[FileTask], cfg: EtlConfig):
-    """Raw rows of all file tasks, one Spark task per group of about GROUP_BYTES.
+    """Raw rows of all file tasks, in equal groups of at most about GROUP_BYTES, as
+    many as a multiple of the session's parallelism (``ranges.task_count``).
 
     The task list travels as a literal array indexed by a range of one row
     per partition: no RDD, so it runs on Spark Connect as on a classic driver.
@@ -409,9 +410,10 @@ def read_files(spark, tasks: list[FileTask], cfg: EtlConfig):
     from pyspark.sql import functions as F
 
     cores = session.parallelism(spark)
-    target = ranges.split_bytes(sum(t.size() for t in tasks), cores, GROUP_BYTES)
+    total = sum(t.size() for t in tasks)
+    target = ranges.split_bytes(total, cores, GROUP_BYTES)
     pieces = [piece for t in tasks for piece in split_task(t, target)]
-    groups = group_files(pieces, GROUP_BYTES, cores)
+    groups = group_files(pieces, target, ranges.task_count(total, cores, GROUP_BYTES))
     payload = F.array(*[F.lit(json.dumps([dataclasses.asdict(t) for t in g])) for g in groups])
     df = spark.range(0, len(groups), 1, len(groups)).select(
         F.element_at(payload, F.col("id").cast("int") + 1).alias("files"))
