@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -118,8 +119,6 @@ def on_driver(edges: DataFrame) -> DataFrame:
         if ra != rb:  # the smaller root stays the root: labels are each component's smallest node
             parent[max(ra, rb)] = min(ra, rb)
     nodes = sorted(parent)
-    import pyarrow as pa
-
     labels = pa.table({"node": pa.array(nodes, table.schema.field("src").type),
                        "label": pa.array([root(n) for n in nodes], table.schema.field("src").type)})
     return edges.sparkSession.createDataFrame(labels)
