@@ -13,6 +13,10 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 # serial collector spends about half the CPU time of the default one here.
 # Child processes (a `tokenmill run` a test starts) inherit it.
 os.environ.setdefault("TOKENMILL_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+# The models trained here are tiny: one intra-op thread does each op faster than
+# two that synchronise on every matmul (torchrun's ranks run with one already).
+# Set before torch is imported; Spark's Python workers and other children inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -98,8 +98,11 @@ def other_runs(corpus, tmp_path_factory):
     conf = logs / "conf"
     conf.mkdir()
     # A cluster keeps Spark's 200 shuffle partitions unless told; 4 keeps this small run quick.
-    (conf / "spark-defaults.conf").write_text("spark.sql.shuffle.partitions 4\nspark.executor.memory 1g\n")
-    with local_cluster(logs, workers=2, cores=1, memory="1g", env=_cli_env()) as url:
+    # The master, workers and executors get the quick-start JVM options the local driver has (conftest).
+    java = os.environ.get("TOKENMILL_JAVA_OPTIONS", "")
+    (conf / "spark-defaults.conf").write_text(
+        f"spark.sql.shuffle.partitions 4\nspark.executor.memory 1g\nspark.executor.extraJavaOptions {java}\n")
+    with local_cluster(logs, workers=2, cores=1, memory="1g", env=_cli_env(SPARK_DAEMON_JAVA_OPTS=java)) as url:
         runs = {
             "connect": CliRun(["--remote", "local[2]"], corpus, tmp_path_factory.mktemp("connect") / "out"),
             "standalone": CliRun(["--master", url], corpus, tmp_path_factory.mktemp("standalone-run") / "out",
