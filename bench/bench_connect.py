@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -140,9 +138,9 @@ def main() -> None:
     args = parser.parse_args()
     OVERRIDES.extend(args.set)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    work = Path(tempfile.mkdtemp(prefix="bench-connect-"))
-    try:
-        from bench.etl_corpus import write_jsonl
+    from bench.etl_corpus import work_folder, write_jsonl
+
+    with work_folder("bench-connect-", args.keep) as work:
 
         docs = corpus_docs(args)
         n_bytes = write_jsonl(docs, work / "corpus", n_files=16)
@@ -151,11 +149,6 @@ def main() -> None:
                   "pipeline": pipeline_runs(work / "corpus", work, args.cores, args.kinds.split(",")),
                   "single_file_read": single_file_read(docs, work, args.cores)}
         print(json.dumps(report, indent=2))
-    finally:
-        if args.keep:
-            print(f"work folder kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,9 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -197,8 +195,9 @@ def main() -> None:
     parser.add_argument("--json", help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    try:
+    from bench.etl_corpus import print_result, work_folder
+
+    with work_folder("bench-pipeline-", args.keep) as work:
         records = corpus_records(args.corpus, args.mb)
         n_bytes = write_records(records, work / "corpus", args.files)
         text_mb = sum(len(r["text"].encode()) for r in records) / 1e6
@@ -218,17 +217,9 @@ def main() -> None:
             report["ratio_to_kernels"] = round(report["run"]["wall_s"] / (ftfy_s + encode_s), 3)
         report["mb_per_s_per_core"] = round(text_mb / report["run"]["wall_s"] / args.cores, 3)
         report["uptime_after"] = os.getloadavg()
-        text = json.dumps(report, indent=1)
-        print(text)
-        if args.json:
-            Path(args.json).write_text(text)
+        print_result(report, args.json)
         if "kernels" in report:
             print(table(report))
-    finally:
-        if args.keep:
-            print(f"work folder kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import random
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -93,6 +96,19 @@ def print_result(result: dict, json_path: str | None) -> None:
     print(text)
     if json_path:
         Path(json_path).write_text(text)
+
+
+@contextlib.contextmanager
+def work_folder(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A fresh temporary folder for one benchmark run, removed afterwards unless ``keep``."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"work folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def iter_chunks(docs: list[str], size: int) -> Iterator[list[str]]:

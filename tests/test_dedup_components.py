@@ -54,16 +54,15 @@ def test_components_on_string_ids_with_local_checkpoints(spark):
         ("a", "a"), ("b", "a"), ("c", "a"), ("d", "a"), ("x", "x"), ("y", "x")]
 
 
-def test_components_on_the_driver_match_union_find_and_the_spark_rounds(spark, tmp_path):
+def test_components_on_the_driver_match_union_find(spark):
+    # The rounds are checked against the same union-find above; here the driver's labels.
     rng = random.Random(11)
     edges = random_graph(rng, 300, 200) + [(5000, 5000)]  # a lone self loop is no node
     df = spark.createDataFrame(edges, "src long, dst long")
     got = on_driver(df)
     assert dict(zip(*[got.toArrow().column(c).to_pylist() for c in ("node", "label")])) == {
         n: l for n, l in union_find_labels(edges).items() if n != 5000}
-    in_rounds, _ = connected_components(df, checkpoint_dir=str(tmp_path / "cc"))
-    assert sorted(got.collect()) == sorted(in_rounds.collect())
-    assert got.schema == in_rounds.schema
+    assert [(f.name, f.dataType.simpleString()) for f in got.schema] == [("node", "bigint"), ("label", "bigint")]
     strings = spark.createDataFrame([("b", "a"), ("c", "b"), ("x", "y"), ("q", "q")], "src string, dst string")
     assert sorted(tuple(r) for r in on_driver(strings).collect()) == [
         ("a", "a"), ("b", "a"), ("c", "a"), ("x", "x"), ("y", "x")]
