@@ -141,7 +141,6 @@ def main() -> None:
     from bench.etl_corpus import work_folder, write_jsonl
 
     with work_folder("bench-connect-", args.keep) as work:
-
         docs = corpus_docs(args)
         n_bytes = write_jsonl(docs, work / "corpus", n_files=16)
         report = {"corpus": args.corpus, "docs": len(docs), "mb": round(n_bytes / 1e6, 1), "cores": args.cores,

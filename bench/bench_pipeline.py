@@ -83,16 +83,6 @@ def corpus_records(name: str, mb: float) -> list[dict]:
     return jsonl_records(Path(name), max_bytes)
 
 
-def write_records(records: list[dict], out: Path, n_files: int) -> int:
-    out.mkdir(parents=True)
-    files = [open(out / f"part-{i:05d}.jsonl", "w", encoding="utf-8") for i in range(n_files)]
-    for i, record in enumerate(records):
-        files[i % n_files].write(json.dumps(record, ensure_ascii=False) + "\n")
-    for f in files:
-        f.close()
-    return sum(p.stat().st_size for p in out.glob("*.jsonl"))
-
-
 # --- the pipeline ----------------------------------------------------------------------------------
 
 def run_pipeline(inputs: Path, out: Path, cores: int, overrides: list[str]) -> dict:
@@ -111,8 +101,7 @@ def run_pipeline(inputs: Path, out: Path, cores: int, overrides: list[str]) -> d
     return {"wall_s": round(wall, 1)}
 
 
-def manifest_figures(out: Path) -> dict:
-    manifest = json.loads((out / "manifest.json").read_text())
+def manifest_figures(manifest: dict) -> dict:
     stages = manifest["stages"]
     figures = {"stage_wall_s": {s: round(stages[s]["wall_s"], 1) for s in STAGES if s in stages}}
     tokenize = stages["tokenize"]["extra"]
@@ -195,7 +184,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
-    from bench.etl_corpus import print_result, work_folder
+    from bench.etl_corpus import print_result, work_folder, write_records
 
     with work_folder("bench-pipeline-", args.keep) as work:
         records = corpus_records(args.corpus, args.mb)
@@ -207,8 +196,9 @@ def main() -> None:
         out = work / "out"
         report["run"] = run_pipeline(work / "corpus", out, args.cores, args.set)
         report["uptime_after_run"] = os.getloadavg()
-        report.update(manifest_figures(out))
-        report["digest"] = output_digest(out, json.loads((out / "manifest.json").read_text()))
+        manifest = json.loads((out / "manifest.json").read_text())
+        report.update(manifest_figures(manifest))
+        report["digest"] = output_digest(out, manifest)
         if not args.skip_kernels:
             ftfy_s = ftfy_kernel([r["text"] for r in records], args.cores)
             encode_s = encode_kernel(out / "tokenizer.json", deduped_texts(out), args.cores)

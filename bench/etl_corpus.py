@@ -77,13 +77,18 @@ def sample_docs(n_docs: int = 3600) -> list[str]:
 
 
 def write_jsonl(docs: list[str], out: str | Path, n_files: int = 16) -> int:
-    """Write docs round-robin into n_files JSONL files; returns the bytes written."""
+    """Write docs round-robin into n_files JSONL files (ids doc-0000000, ...); returns the bytes written."""
+    return write_records([{"id": f"doc-{i:07d}", "text": text} for i, text in enumerate(docs)], out, n_files)
+
+
+def write_records(records: list[dict], out: str | Path, n_files: int = 16) -> int:
+    """Write JSON records round-robin into n_files JSONL files; returns the bytes written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = [open(out / f"part-{i:05d}.jsonl", "w", encoding="utf-8") for i in range(n_files)]
     try:
-        for i, text in enumerate(docs):
-            files[i % n_files].write(json.dumps({"id": f"doc-{i:07d}", "text": text}, ensure_ascii=False) + "\n")
+        for i, record in enumerate(records):
+            files[i % n_files].write(json.dumps(record, ensure_ascii=False) + "\n")
     finally:
         for f in files:
             f.close()
