@@ -132,10 +132,10 @@ def test_exact_normalization_is_configurable(spark):
 def test_two_runs_identical(spark, tmp_path, corpus_run):
     first, _ = corpus_run
     write_clean(spark, tmp_path, CORPUS[::-1])  # row order must not matter either
-    # The first run labels its small graph on the driver; this one in Spark rounds.
-    rounds = run_dedup(spark, tmp_path, driver_max_edges=0)
-    assert not DedupFacts.from_extra(rounds.extra).components_on_driver
-    assert DedupFacts.from_extra(corpus_run[1].extra).components_on_driver
+    # The first run finds its clusters on the driver; this one in Spark jobs, components in rounds.
+    rounds = DedupFacts.from_extra(run_dedup(spark, tmp_path, driver_max_docs=0, driver_max_edges=0).extra)
+    assert not rounds.clusters_on_driver and not rounds.components_on_driver
+    assert DedupFacts.from_extra(corpus_run[1].extra).clusters_on_driver
     for name in ("dup_clusters", "deduped", "signatures", "rejects"):
         assert table(spark, first, name) == table(spark, tmp_path, name)
     assert json.loads((first / "manifest.json").read_text())["stages"]["dedup"]["extra"]["removed_by_source"] == \

@@ -103,6 +103,7 @@ class DedupFacts(StageFacts):
     documents_hashed: int
     enabled: bool = True
     components_on_driver: bool = False  # a small graph, labelled by a union-find on the driver
+    clusters_on_driver: bool = False  # a small batch: the whole clusters phase on the driver
     incremental: dict[str, Any] | None = None  # previous_signatures, previous_documents
 
     @classmethod

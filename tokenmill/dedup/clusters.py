@@ -26,6 +26,7 @@ class ClusterStats:
     verified_edges: int = 0
     rounds: int = 0
     on_driver: bool = False  # components by a union-find on the driver (a small graph), not in rounds
+    clusters_on_driver: bool = False  # the whole phase on the driver (a small batch: ``driver.assign``)
     extra: dict = field(default_factory=dict)
 
 

@@ -99,9 +99,8 @@ def _checkpoint(df: DataFrame, checkpoint_dir: str | None, round_no: int) -> Dat
     return df.sparkSession.read.parquet(path)
 
 
-def on_driver(edges: DataFrame) -> DataFrame:
-    """(src, dst) edges -> (node, label) like ``connected_components``, by a union-find here."""
-    table = edges.select("src", "dst").toArrow()
+def union_find(pairs) -> dict:
+    """{node: smallest node of its component} for the nodes on the (a, b) pairs; self loops link nothing."""
     parent: dict = {}
 
     def root(x):
@@ -110,7 +109,7 @@ def on_driver(edges: DataFrame) -> DataFrame:
             x = parent[x]
         return x
 
-    for a, b in zip(table.column("src").to_pylist(), table.column("dst").to_pylist()):
+    for a, b in pairs:
         if a == b:  # a self loop links nothing (and, alone, is no node of the graph)
             continue
         parent.setdefault(a, a)
@@ -118,7 +117,13 @@ def on_driver(edges: DataFrame) -> DataFrame:
         ra, rb = root(a), root(b)
         if ra != rb:  # the smaller root stays the root: labels are each component's smallest node
             parent[max(ra, rb)] = min(ra, rb)
-    nodes = sorted(parent)
-    labels = pa.table({"node": pa.array(nodes, table.schema.field("src").type),
-                       "label": pa.array([root(n) for n in nodes], table.schema.field("src").type)})
-    return edges.sparkSession.createDataFrame(labels)
+    return {node: root(node) for node in sorted(parent)}
+
+
+def on_driver(edges: DataFrame) -> DataFrame:
+    """(src, dst) edges -> (node, label) like ``connected_components``, by a union-find here."""
+    table = edges.select("src", "dst").toArrow()
+    labels = union_find(zip(table.column("src").to_pylist(), table.column("dst").to_pylist()))
+    kind = table.schema.field("src").type
+    return edges.sparkSession.createDataFrame(pa.table({"node": pa.array(list(labels), kind),
+                                                        "label": pa.array(list(labels.values()), kind)}))

@@ -49,6 +49,10 @@ class DedupConfig:
     # collect and a union-find) instead of in Spark rounds, whose many small
     # jobs cost seconds each; 0: always in Spark. The labels are the same.
     driver_max_edges: int = 500_000
+    # A batch of up to this many documents (signatures) goes through the whole
+    # clusters phase on the driver (one collect, numpy), with the same tables
+    # as the Spark jobs give; 0: always in Spark.
+    driver_max_docs: int = 250_000
     sample_chars: int = 200  # text kept in a reject row
 
     def __post_init__(self):
@@ -67,6 +71,7 @@ class DedupConfig:
                     f"must be in [0, 1], got {self.verify_threshold}")
         require(self.max_rounds >= 1, "max_rounds", f"must be at least 1, got {self.max_rounds}")
         require(self.driver_max_edges >= 0, "driver_max_edges", f"must be >= 0, got {self.driver_max_edges}")
+        require(self.driver_max_docs >= 0, "driver_max_docs", f"must be >= 0, got {self.driver_max_docs}")
         require(self.sample_chars >= 0, "sample_chars", f"must be >= 0, got {self.sample_chars}")
         for i, rule in enumerate(self.keep):
             parts = rule.split()

@@ -18,7 +18,7 @@ import shutil
 from pyspark.sql import functions as F
 
 from tokenmill import locations, pipeline, tables
-from tokenmill.dedup import clusters, lsh
+from tokenmill.dedup import clusters, driver, lsh
 from tokenmill.dedup.config import DedupConfig
 from tokenmill.dedup.exact import exact_key
 from tokenmill.errors import UserError
@@ -109,14 +109,12 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
     sigs = ctx.read(SIGNATURES)
 
     # Phase 2: clusters.
-    scratch = _scratch_dir(ctx)
-    try:
-        with SparkProgress(spark, "dedup clusters"):
-            assigned, cstats = clusters.assign(sigs, cfg, bands, rows, scratch)
+    with SparkProgress(spark, "dedup clusters"):
+        if tables.row_count(spark, ctx.location(SIGNATURES)) <= cfg.driver_max_docs:
+            assigned, cstats = driver.assign(sigs, cfg, bands, rows)
             ctx.write(assigned.where(F.col("cluster_size") > 1), CLUSTERS)
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            assigned, cstats = _assign_in_spark(ctx, sigs, cfg, bands, rows)
     dups = ctx.read(CLUSTERS)
 
     # Phase 3: kept documents and rejects of this batch.
@@ -145,6 +143,7 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
         candidate_edges=cstats.candidate_edges, verified_edges=cstats.verified_edges,
         component_rounds=cstats.rounds,
         components_on_driver=cstats.on_driver,
+        clusters_on_driver=cstats.clusters_on_driver,
         clusters=sum(histogram.values()),
         cluster_size_histogram=histogram,
         removed_by_source=dict(sorted(by_source.items())),
@@ -159,6 +158,17 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
         outputs={name: ctx.signature(name) for name in (OUTPUT, CLUSTERS, SIGNATURES)},
         extra=facts.to_extra(),
     )
+
+
+def _assign_in_spark(ctx, sigs, cfg: DedupConfig, bands: int, rows: int):
+    scratch = _scratch_dir(ctx)
+    try:
+        assigned, cstats = clusters.assign(sigs, cfg, bands, rows, scratch)
+        ctx.write(assigned.where(F.col("cluster_size") > 1), CLUSTERS)
+        return assigned, cstats
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _scratch_dir(ctx) -> str | None:
@@ -177,8 +187,9 @@ def summary_lines(rec: StageRecord) -> list[str]:
     at = x.s_curve.get(f"{x.threshold:.2f}", "?")
     lines = [f"LSH {x.bands} bands x {x.rows} rows ({x.shingle}, Jaccard >= {x.threshold}, "
              f"P(candidate | J={x.threshold:.2f}) = {at})",
-             f"candidate edges {x.candidate_edges:,}, verified {x.verified_edges:,}, components "
-             + ("on the driver" if x.components_on_driver else f"in {x.component_rounds} rounds"),
+             f"candidate edges {x.candidate_edges:,}, verified {x.verified_edges:,}, "
+             + ("clusters found on the driver" if x.clusters_on_driver else
+                "components " + ("on the driver" if x.components_on_driver else f"in {x.component_rounds} rounds")),
              f"clusters {x.clusters:,}; sizes " + ", ".join(f"{k}:{v}" for k, v in x.cluster_size_histogram.items())]
     for source, kinds in x.removed_by_source.items():
         lines.append(f"  removed from {source}: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
