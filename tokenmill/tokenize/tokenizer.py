@@ -109,8 +109,7 @@ def sample_texts(df, n_docs: int, seed: int, total: int, max_bytes: int = 0) -> 
         fraction = min(fraction, max_bytes / max(total_bytes, 1))
     bucket = F.pmod(F.xxhash64(F.lit(seed), F.col("id")), F.lit(1_000_000))
     picked = df.where(bucket < int(fraction * 1_000_000) if fraction < 1 else F.lit(True))
-    rows = picked.select("id", "text").orderBy("id").limit(n_docs).collect()
-    texts = [r.text for r in rows]
+    texts = picked.select("id", "text").orderBy("id").limit(n_docs).toArrow().column("text").to_pylist()
     return within_bytes(texts, max_bytes) if max_bytes else texts
 
 
