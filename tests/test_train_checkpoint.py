@@ -3,6 +3,8 @@ the previous good one and say so in the run log."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from test_train_epochs import run_one_rank
 
@@ -32,14 +34,25 @@ def config(shards, run_dir, stop_at_step=None) -> TrainConfig:
     )
 
 
+@pytest.fixture(scope="module")
+def stopped_at_4(shards, tmp_path_factory):
+    """A run stopped at step 4 with complete checkpoints at steps 2 and 4; each test damages a copy."""
+    run_dir = tmp_path_factory.mktemp("stopped_at_4")
+    with pytest.MonkeyPatch.context() as mp:
+        run(mp, config(shards, run_dir, stop_at_step=4))
+    return run_dir
+
+
 def truncate(path, keep: float = 0.5) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
 
 
 @pytest.mark.parametrize("damaged", ["__0_0.distcp", "trainer_state.pt", "rng_rank0.pt"])
-def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(shards, tmp_path, monkeypatch, capsys, damaged):
-    run(monkeypatch, config(shards, tmp_path, stop_at_step=4))
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(shards, stopped_at_4, tmp_path, monkeypatch, capsys,
+                                                                  damaged):
+    shutil.copytree(stopped_at_4, tmp_path, dirs_exist_ok=True)
+    capsys.readouterr()  # below, only what the resumed run prints
     root = tmp_path / "checkpoints"
     assert [p.name for p in checkpoint.complete_checkpoints(root)] == ["step_00000002", "step_00000004"]
     truncate(root / "step_00000004" / damaged)

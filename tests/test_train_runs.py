@@ -29,6 +29,11 @@ from processes import kill_tree
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 12
+# How long one `tokenmill train` may take (and how long a kill test waits for its
+# run to reach the step to kill at). A run takes well under a minute on an idle
+# 2-core machine; the margin is for a machine busy with other work.
+# TOKENMILL_TEST_TRAIN_TIMEOUT_S overrides it.
+TRAIN_TIMEOUT_S = float(os.environ.get("TOKENMILL_TEST_TRAIN_TIMEOUT_S", "600"))
 
 CONFIG = {
     "device": "cpu",  # exact-equality tests mean the CPU (gloo, fp32) even where CUDA is visible
@@ -58,7 +63,7 @@ def train_command(config: Path, nproc: int) -> list[str]:
     return [sys.executable, "-m", "tokenmill.cli", "train", "--config", str(config), "--nproc", str(nproc)]
 
 
-def run_train(config: Path, nproc: int, timeout: float = 180) -> subprocess.CompletedProcess:
+def run_train(config: Path, nproc: int, timeout: float = TRAIN_TIMEOUT_S) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
     result = subprocess.run(
         train_command(config, nproc), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
@@ -105,7 +110,7 @@ def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay
     segments_before = streaming_segments()
     proc = subprocess.Popen(train_command(config, nproc), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
         steps = [r["step"] for r in read_jsonl(run_dir / "samples" / "rank0.jsonl")]
         if steps and steps[-1] >= after_step:

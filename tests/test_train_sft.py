@@ -234,7 +234,7 @@ def test_sft_run_eval_loss_falls_and_prompts_are_answered(shards, tmp_path):
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    run_train(path, nproc=2, timeout=300)
+    run_train(path, nproc=2)
     losses = [e["val_loss"] for e in events(run_dir, "eval")]
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses
     answered = events(run_dir, "eval_prompts")
