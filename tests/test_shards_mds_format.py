@@ -1,12 +1,17 @@
 """Our MDS writer and index merge against streaming's own (``MDSWriter``, ``merge_index``):
-the same files, byte for byte."""
+the same files, byte for byte; and writing shards imports neither streaming nor torch."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from tokenmill.shards import mds
@@ -139,6 +144,30 @@ def test_merge_of_no_parts_is_an_empty_index(tmp_path):
     assert (tmp_path / "val" / "index.json").read_text() == json.dumps({"version": 2, "shards": []})
 
 
+def _batch(n: int, parts: list[int], first_id: int = 0) -> pa.RecordBatch:
+    """Rows of the shards stage's writer input: split, part, seq_id, tokens, source."""
+    tokens = _rows("uint16", n)["tokens"].astype(np.int32)
+    return pa.RecordBatch.from_pydict({
+        "split": ["train"] * n, "part": parts, "seq_id": np.arange(first_id, first_id + n),
+        "tokens": pa.ListArray.from_arrays(np.arange(0, n * SEQ_LEN + 1, SEQ_LEN, dtype=np.int32),
+                                           pa.array(tokens.ravel())),
+        "source": ["web" if i % 3 else None for i in range(n)]})
+
+
+def test_stage_writer_uploads_what_it_writes(tmp_path):
+    """A remote root (here a local folder, through streaming's LocalUploader) gets every file."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    write = mds.make_writer(str(local), str(remote), "uint16", SEQ_LEN, "zstd", 1 << 13)
+    batches = [_batch(200, [0] * 150 + [1] * 50), _batch(100, [1] * 100, first_id=200)]
+    written = pa.Table.from_batches(list(write(iter(batches)))).to_pylist()
+    assert [(r["part"], r["sequences"]) for r in written] == [(0, 150), (1, 150)]
+    assert np.frombuffer(written[1]["ids"], "<i8").tolist() == list(range(150, 300))
+    codes = np.frombuffer(written[0]["codes"], "<i4")
+    assert [written[0]["sources"][c] for c in codes] == [None if i % 3 == 0 else "web" for i in range(150)]
+    mds.merge_split(str(local), str(remote), "train", [0, 1])
+    assert _files(remote) == _files(local) and len(_files(local)) > 5
+
+
 def test_bad_inputs_get_clear_errors(tmp_path):
     columns = mds.columns("uint16", 4)
     with pytest.raises(MdsFormatError, match="unknown compression 'lz4'"):
@@ -160,3 +189,46 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         writer.write({"tokens": np.zeros((1, 3), np.uint16), "seq_id": np.array([1])})
     with pytest.raises(MdsFormatError, match="expects"):
         writer.write({"tokens": np.zeros((1, 4), np.uint16)})
+    write = mds.make_writer(str(tmp_path / "s"), None, "uint16", SEQ_LEN + 1, None, 1 << 16)
+    with pytest.raises(ValueError, match=f"sequence 0 has {SEQ_LEN} values"):
+        list(write(iter([_batch(2, [0, 0])])))
+
+
+FRESH = r'''
+import json, sys
+import numpy as np, pyarrow as pa
+sys.path.insert(0, sys.argv[2])
+import test_shards_mds_format as t
+from tokenmill.shards import mds
+from tokenmill.chat.shards import SftShardSpec, make_writer
+
+out = sys.argv[1]
+write = mds.make_writer(out + "/pt", None, "uint16", t.SEQ_LEN, "zstd", 1 << 16)
+list(write(iter([t._batch(300, [0] * 200 + [1] * 100)])))
+mds.merge_split(out + "/pt", None, "train", [0, 1])
+spec = SftShardSpec(seq_len=t.SEQ_LEN, dtype="uint16", vocab_size=100, eos_id=1, bos_id=None, pad_id=0,
+                    tokenizer_sha256="", template_sha256=None, compression="zstd")
+b = t._batch(10, [0] * 10)
+L = pa.ListArray.from_arrays(b.column("tokens").offsets, pa.array(np.ones(10 * t.SEQ_LEN, np.int8)))
+chat = pa.RecordBatch.from_pydict({**{n: b.column(n) for n in ("split", "part", "seq_id", "tokens")},
+    "loss_mask": L, "doc_ids": L, "n_examples": [1] * 10, "n_tokens": [t.SEQ_LEN] * 10, "n_targets": [5] * 10})
+list(make_writer(spec, out + "/chat")(iter([chat])))
+mds.merge_split(out + "/chat", None, "train", [0])
+print(json.dumps({"mds": mds.__file__, "loaded": [m for m in ("streaming", "torch", "transformers") if m in sys.modules]}))
+'''
+
+
+def test_writing_shards_imports_neither_streaming_nor_torch(tmp_path):
+    """The writer functions as Spark's Python workers run them, in a fresh process."""
+    tests = Path(__file__).parent
+    script = tmp_path / "fresh.py"
+    script.write_text(textwrap.dedent(FRESH))
+    run = subprocess.run([sys.executable, str(script), str(tmp_path), str(tests)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["mds"] == mds.__file__  # this checkout's writer, not another installed copy
+    assert got["loaded"] == []
+    for root in ("pt", "chat"):
+        index = json.loads((tmp_path / root / "train" / "index.json").read_text())
+        assert index["shards"] and all(s["compression"] == "zstd" for s in index["shards"])
