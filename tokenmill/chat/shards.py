@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from tokenmill.chat.template import ChatTemplate
 from tokenmill.shards import mds
@@ -63,56 +60,40 @@ def columns(spec: SftShardSpec) -> dict[str, str]:
             "doc_ids": f"ndarray:uint16:{L}", "seq_id": "int64"}
 
 
-def _written(key, state, local: str) -> dict:
-    index = json.loads(Path(local, "index.json").read_text())
-    shards = index["shards"]
-    return {"split": key[0], "part": key[1], **{k: state[k] for k in COUNTS}, "shards": len(shards),
-            "bytes": sum((s.get("zip_data") or s["raw_data"])["bytes"] for s in shards)}
-
-
 def make_writer(spec: SftShardSpec, local_root: str, remote_root: str | None = None):
-    """A mapInArrow function writing each (split, part) run of windows with its own MDSWriter."""
+    """A mapInArrow function writing each (split, part) run of windows with its own MdsWriter."""
 
     def write(batches):
         import pyarrow as pa
-        from streaming import MDSWriter
 
-        state: dict = {"key": None, "writer": None}
+        part: dict = {}  # the open (split, part): key, writer, uploads, counts
         done: list[dict] = []
 
         def close():
-            if state["writer"] is not None:
-                state["writer"].finish()
-                done.append(_written(state["key"], state, mds.part_dir(local_root, *state["key"])))
-
-        def open_writer(key):
-            local = mds.part_dir(local_root, *key)
-            shutil.rmtree(local, ignore_errors=True)  # a retried task starts its partition over
-            out = local if remote_root is None else (local, mds.part_dir(remote_root, *key))
-            state.update(key=key, **dict.fromkeys(COUNTS, 0), writer=MDSWriter(
-                out=out, columns=columns(spec), compression=spec.compression, size_limit=spec.size_limit,
-                keep_local=True, exist_ok=True))
+            mds.close_part(part["writer"], part["uploads"])
+            done.append({"split": part["key"][0], "part": part["key"][1], **{k: part[k] for k in COUNTS},
+                         "shards": len(part["writer"].shards), "bytes": mds.shard_bytes(part["writer"])})
 
         L = spec.seq_len
         for batch in batches:
-            splits, parts = batch.column("split").to_pylist(), batch.column("part").to_pylist()
-            ids = batch.column("seq_id").to_pylist()
-            tokens = batch.column("tokens").values.to_numpy(zero_copy_only=False).astype(spec.dtype)
-            masks = batch.column("loss_mask").values.to_numpy(zero_copy_only=False).astype(np.uint8)
-            docs = batch.column("doc_ids").values.to_numpy(zero_copy_only=False).astype(np.uint16)
-            counts = [batch.column(c).to_pylist() for c in ("n_examples", "n_tokens", "n_targets")]
-            if len(tokens) != L * len(ids):  # windows are exactly seq_len long
-                raise ValueError(f"windows of {len(tokens) / max(1, len(ids))} tokens, expected {L}")
-            for i, sid in enumerate(ids):
-                if (splits[i], parts[i]) != state["key"]:
-                    close()
-                    open_writer((splits[i], parts[i]))
-                lo = i * L
-                state["writer"].write({"tokens": tokens[lo:lo + L], "loss_mask": masks[lo:lo + L],
-                                       "doc_ids": docs[lo:lo + L], "seq_id": int(sid)})
-                for k, c in zip(COUNTS, (1, counts[0][i], counts[1][i], counts[2][i])):
-                    state[k] += c
-        close()
+            ids = batch.column("seq_id").to_numpy()
+            rows = {"tokens": mds.fixed_rows(batch.column("tokens"), L, ids),
+                    "loss_mask": mds.fixed_rows(batch.column("loss_mask"), L, ids),
+                    "doc_ids": mds.fixed_rows(batch.column("doc_ids"), L, ids), "seq_id": ids}
+            counts = [batch.column(c).to_numpy() for c in ("n_examples", "n_tokens", "n_targets")]
+            for key, lo, hi in mds.runs(batch):
+                if key != part.get("key"):
+                    if part:
+                        close()
+                    writer, uploads = mds.open_part(local_root, remote_root, *key, columns(spec),
+                                                    spec.compression, spec.size_limit)
+                    part = {"key": key, "writer": writer, "uploads": uploads, **dict.fromkeys(COUNTS, 0)}
+                part["writer"].write({name: values[lo:hi] for name, values in rows.items()})
+                part["sequences"] += hi - lo
+                for k, c in zip(COUNTS[1:], counts):
+                    part[k] += int(c[lo:hi].sum())
+        if part:
+            close()
         if done:
             yield pa.RecordBatch.from_pylist(done, schema=pa.schema([
                 ("split", pa.string()), ("part", pa.int32()), ("sequences", pa.int64()), ("examples", pa.int64()),

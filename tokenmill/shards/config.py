@@ -18,6 +18,8 @@ class ShardsConfig:
     # object-store URI streaming can upload to (s3://, gs://, dbfs:/, ...),
     # in which case OUT/shards keeps the local copy.
     output: str | None = None
+    # gz shards hold their write time in the gzip header (as streaming writes them),
+    # so only they differ between two runs over the same rows.
     compression: Literal["zstd", "zstd:1", "zstd:3", "zstd:7", "zstd:19", "gz", "br", "snappy", "none"] = "zstd"
     # MDS shard size limit in bytes (before compression); aim for 50-100 MB shards.
     size_limit: int = 1 << 26

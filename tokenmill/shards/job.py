@@ -17,8 +17,9 @@ Its old releases, which only read raw int64 bytes, cannot.
 
 Everything is written into a staging folder next to S, which then replaces
 S, so a rerun (or a run killed midway and restarted) never leaves a mix of
-old and new shards. Remote outputs are uploaded by streaming's writer as
-they are written, and dataset.json goes up last.
+old and new shards. Remote outputs are uploaded (by streaming's uploaders,
+the only use of streaming here) as they are written, and dataset.json goes
+up last.
 """
 
 from __future__ import annotations
