@@ -86,3 +86,9 @@ def test_keep_order_follows_spark_for_nan_and_signed_zero(spark):
     in_spark, here, _, _ = both_paths(spark, rows, cfg)
     assert here == in_spark
     assert {r["cluster_id"] for r in here} == {"c"}  # 0.0 and -0.0 tie; "c" < "d"; NaN last
+
+
+def test_an_empty_batch(spark):
+    in_spark, here, _, driver_stats = both_paths(spark, [], DedupConfig())
+    assert here == in_spark == []
+    assert (driver_stats.candidate_edges, driver_stats.verified_edges) == (0, 0)

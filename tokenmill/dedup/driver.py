@@ -26,7 +26,7 @@ from pyspark.sql import types as T
 from tokenmill.dedup import components, keep, minhash
 from tokenmill.dedup.clusters import ClusterStats
 from tokenmill.dedup.config import DedupConfig
-from tokenmill.dedup.lsh import _sig_matrix
+from tokenmill.dedup.lsh import sig_matrix
 
 ASSIGNED_SCHEMA = T.StructType([
     T.StructField("id", T.StringType()),
@@ -47,7 +47,7 @@ def assign(docs: DataFrame, cfg: DedupConfig, bands: int, rows: int) -> tuple[Da
     table = table.take(pa.array(sorted(range(len(ids)), key=ids.__getitem__), pa.int64()))
     n = table.num_rows
     stats = ClusterStats(on_driver=True, clusters_on_driver=True)
-    sig = _sig_matrix(table.column("sig"), cfg.num_perm) if n else np.zeros((0, cfg.num_perm), np.uint32)
+    sig = sig_matrix(table.column("sig"), cfg.num_perm) if n else np.zeros((0, cfg.num_perm), np.uint32)
     rank = keep_rank([table.column(f"k{i}").to_pylist() for i in range(len(fields))], n)
     exact_code = pc.dictionary_encode(table.column("exact_key")).combine_chunks().indices.to_numpy()
     everyone = np.arange(n)

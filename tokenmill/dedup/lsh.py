@@ -70,7 +70,7 @@ def _binary_rows(sig: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), len(sig), [None, offsets, data])
 
 
-def _sig_matrix(column: pa.Array, num_perm: int) -> np.ndarray:
+def sig_matrix(column: pa.Array, num_perm: int) -> np.ndarray:
     """Binary signature column -> (rows, num_perm) uint32 (all values have the same width)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -88,7 +88,7 @@ def band_buckets(sigs: DataFrame, cfg: DedupConfig, bands: int, rows: int) -> Da
         for batch in it:
             if batch.num_rows == 0:
                 continue
-            keys = minhash.band_keys(_sig_matrix(batch.column("sig"), num_perm), bands, rows)
+            keys = minhash.band_keys(sig_matrix(batch.column("sig"), num_perm), bands, rows)
             ids = batch.column("id")
             yield pa.RecordBatch.from_arrays(
                 [pa.array(np.tile(np.arange(bands, dtype=np.int32), batch.num_rows)),
@@ -123,8 +123,8 @@ def pair_jaccard(pairs: DataFrame, sigs: DataFrame, cfg: DedupConfig, a: str = "
         for batch in it:
             if batch.num_rows == 0:
                 continue
-            j = minhash.estimated_jaccard(_sig_matrix(batch.column("_sig_a"), num_perm),
-                                          _sig_matrix(batch.column("_sig_b"), num_perm))
+            j = minhash.estimated_jaccard(sig_matrix(batch.column("_sig_a"), num_perm),
+                                          sig_matrix(batch.column("_sig_b"), num_perm))
             yield pa.RecordBatch.from_arrays([batch.column(c) for c in keep] + [pa.array(j, pa.float64())],
                                              names=keep + ["jaccard"])
 
