@@ -11,6 +11,7 @@
 
     python -m bench.bench_connect --corpus sample --n-docs 400 --set etl.pii.enabled=false   # smoke size
     python -m bench.bench_connect --corpus machine --mb 200 --cores 2   # >= 200 MB of real text
+    python -m bench.bench_connect --corpus machine --mb 200 --cores 2 --rounds 3   # orders rotated
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -91,6 +93,27 @@ def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str]) -> dic
     return result
 
 
+def rounds_of_runs(inputs: Path, work: Path, cores: int, kinds: list[str], rounds: int) -> dict:
+    """One round: ``pipeline_runs``. More: each round in a rotated order, and per kind the
+    median wall time and the median of its per-round ratios to classic."""
+    if rounds == 1:
+        return {"pipeline": pipeline_runs(inputs, work, cores, kinds)}
+    results = []
+    for r in range(rounds):
+        order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
+        folder = work / f"round-{r}"
+        folder.mkdir()
+        results.append({"order": order, **pipeline_runs(inputs, folder, cores, order)})
+    summary = {}
+    for kind in kinds:
+        walls = [res[kind]["wall_s"] for res in results]
+        summary[kind] = {"median_wall_s": statistics.median(walls), "walls_s": walls}
+        if "classic" in kinds:
+            ratios = [res[kind]["ratio_to_classic"] for res in results]
+            summary[kind].update(median_ratio=round(statistics.median(ratios), 3), ratios=ratios)
+    return {"rounds": results, "summary": summary}
+
+
 def single_file_read(docs: list[str], work: Path, cores: int) -> dict:
     """Ingest of one big plain JSONL: one task vs line-aligned byte ranges (same rows)."""
     from pyspark.sql import functions as F
@@ -134,6 +157,9 @@ def main() -> None:
     parser.add_argument("--kinds", default="classic,connect,standalone")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a run config override for every run, e.g. etl.pii.enabled=false")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every kind this many times, the order rotated each round (the machine's "
+                             "speed drifts: a fixed order favours whichever kind runs first)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     OVERRIDES.extend(args.set)
@@ -145,7 +171,7 @@ def main() -> None:
         n_bytes = write_jsonl(docs, work / "corpus", n_files=16)
         report = {"corpus": args.corpus, "docs": len(docs), "mb": round(n_bytes / 1e6, 1), "cores": args.cores,
                   "uptime_before": uptime,
-                  "pipeline": pipeline_runs(work / "corpus", work, args.cores, args.kinds.split(",")),
+                  **rounds_of_runs(work / "corpus", work, args.cores, args.kinds.split(","), args.rounds),
                   "single_file_read": single_file_read(docs, work, args.cores)}
         print(json.dumps(report, indent=2))
 
