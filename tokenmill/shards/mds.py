@@ -69,9 +69,7 @@ class Uploads:
     """
 
     def __init__(self, local: str, remote: str):
-        from streaming.base.storage.upload import CloudUploader
-
-        self._uploader = CloudUploader.get((local, remote), keep_local=True, exist_ok=True)
+        self._uploader = cloud_uploader(local, remote)
         self._pool = ThreadPoolExecutor(max_workers=4)
         self._pending = []
 
@@ -155,9 +153,13 @@ def merge_split(local_root: str, remote_root: str | None, split: str, parts: lis
         upload(local_root, remote_root, f"{split}/{INDEX}")
 
 
-def upload(local_root: str, remote_root: str, relative: str) -> None:
-    """Upload one file under local_root to the same place under remote_root (imports streaming)."""
+def cloud_uploader(local_root: str, remote_root: str):
+    """streaming's uploader from local_root to remote_root (imports streaming, hence torch)."""
     from streaming.base.storage.upload import CloudUploader
 
-    uploader = CloudUploader.get((local_root, remote_root), keep_local=True, exist_ok=True)
-    uploader.upload_file(relative)
+    return CloudUploader.get((local_root, remote_root), keep_local=True, exist_ok=True)
+
+
+def upload(local_root: str, remote_root: str, relative: str) -> None:
+    """Upload one file under local_root to the same place under remote_root."""
+    cloud_uploader(local_root, remote_root).upload_file(relative)
