@@ -14,6 +14,19 @@ def test_local_sessions_are_sized_for_this_machine():
     assert "spark.driver.memory" in settings
 
 
+def test_the_jit_options_come_before_the_users(monkeypatch):
+    monkeypatch.setenv("TOKENMILL_JAVA_OPTIONS", "-XX:Tier4InvocationThreshold=7 -Xss4m")
+    options = session._settings("local[2]", cores=2)["spark.driver.extraJavaOptions"].split()
+    assert options.index("-XX:Tier4InvocationThreshold=50000") < options.index("-XX:Tier4InvocationThreshold=7")
+    assert options[-1] == "-Xss4m"  # the JVM takes the last value of a flag: the user's
+
+
+def test_the_session_jvm_runs_with_the_jit_options(spark):
+    runtime = spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    arguments = list(runtime.getInputArguments())
+    assert set(session.JIT_OPTIONS) <= set(arguments)
+
+
 def test_a_cluster_keeps_its_own_parallelism():
     settings = session._settings("spark://127.0.0.1:7077", cores=2)
     assert "spark.default.parallelism" not in settings and "spark.sql.shuffle.partitions" not in settings
