@@ -81,8 +81,13 @@ def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str]) -> dic
         else:
             conf = work / "conf"
             conf.mkdir(exist_ok=True)
-            # local[N] sessions get 2N shuffle partitions from tokenmill; give the cluster the same.
-            (conf / "spark-defaults.conf").write_text(f"spark.sql.shuffle.partitions {2 * cores}\n")
+            # local[N] sessions get 2N shuffle partitions from tokenmill; give the cluster the same,
+            # and its executors (the JVMs that run the tasks) the JIT settings the local driver gets.
+            from tokenmill.spark import JIT_OPTIONS
+
+            (conf / "spark-defaults.conf").write_text(
+                f"spark.sql.shuffle.partitions {2 * cores}\n"
+                f"spark.executor.extraJavaOptions {' '.join(JIT_OPTIONS)}\n")
             with local_cluster(work / "cluster", workers=cores, cores=1, memory="2g", env=env) as url:
                 walls[kind] = run_pipeline(["--master", url], inputs, out, config,
                                            {**env, "SPARK_CONF_DIR": str(conf)})

@@ -62,3 +62,28 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def shared_memory_of(pids) -> set[str]:
+    """Names of the /dev/shm files these processes have mapped or open.
+
+    The test files run on two workers at once: another file's live training
+    run has segments too, so a test claims only the ones its processes hold.
+    """
+    names: set[str] = set()
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            fds = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:  # gone, or not ours to read
+            continue
+        for path in [line.split(maxsplit=5)[-1] for line in maps.splitlines() if "/dev/shm/" in line] + fds:
+            if path.startswith("/dev/shm/"):
+                names.add(path[len("/dev/shm/"):].removesuffix(" (deleted)"))
+    return names
+
+
+def shared_memory_of_others() -> set[str]:
+    """/dev/shm names held by any live process other than this one."""
+    others = [int(p.name) for p in Path("/proc").glob("[0-9]*") if int(p.name) != os.getpid()]
+    return shared_memory_of(others)

@@ -25,7 +25,7 @@ from tokenmill.train.fixture import write_fixture
 from tokenmill.train.model import GPT, ModelConfig
 from tokenmill.train.runlog import read_jsonl
 
-from processes import kill_tree
+from processes import descendants, kill_tree, shared_memory_of
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 12
@@ -117,13 +117,14 @@ def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay
             break
         assert proc.poll() is None, "run ended before it could be killed"
         time.sleep(0.05)
+    held = shared_memory_of([proc.pid, *descendants(proc.pid)])  # this run's, not another test's
     # The ranks are not our children: wait until they are gone too, so the rerun
     # does not meet their shared memory while they still look alive.
     assert kill_tree(proc.pid) == [], "processes of the killed run are still alive"
     proc.wait()
     # What the killed ranks' exit handlers would have removed: else every later
     # dataset on this machine walks (and holds a descriptor for) their segments.
-    for name in streaming_segments() - segments_before:
+    for name in (streaming_segments() - segments_before) & held:
         Path("/dev/shm", name).unlink(missing_ok=True)
     assert not events(run_dir, "end"), "the run finished before the kill"
 
