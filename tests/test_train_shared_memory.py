@@ -54,3 +54,37 @@ def test_the_scope_releases_what_a_dataset_opened(tmp_path):
             assert open_descriptors() > start
         del dataset
         assert open_descriptors() == start
+
+
+OPEN_DATASETS = """
+import sys, time
+from streaming import StreamingDataset
+from tokenmill.train.shared_memory import one_registration_at_a_time
+local, start, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+while time.time() < start:  # both processes begin at the same moment
+    time.sleep(0.005)
+collisions, datasets = 0, []
+for _ in range(n):  # each stays registered (as in a notebook), so each search walks more prefixes
+    try:
+        with one_registration_at_a_time():
+            datasets.append(StreamingDataset(local=local, batch_size=4))
+    except FileExistsError:
+        collisions += 1
+print(collisions)
+"""
+
+
+def test_two_runs_opening_datasets_at_once_do_not_collide(tmp_path):
+    # Without the lock, two such processes collided on about half of 40 datasets each here.
+    import subprocess
+    import sys
+    import time
+
+    shards = write_fixture(tmp_path / "shards", n_train=16, n_val=4, seq_len=16)
+    start = str(time.time() + 8)  # after both have imported streaming
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_DATASETS, str(Path(shards) / "train"), start, "40"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for (out, err), p in zip(results, procs):
+        assert p.returncode == 0, err[-2000:]
+        assert out.split()[-1] == "0", f"{out.split()[-1]} of 40 datasets collided"

@@ -211,15 +211,18 @@ def build_loader(
         remote, local = f"{info.root.rstrip('/')}/{split}", str(cache_dir / split)
     else:
         remote, local = None, str(Path(local_path(info.root)) / split)
-    dataset = StreamingDataset(
-        remote=remote,
-        local=local,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        shuffle_seed=cfg.shuffle_seed,
-        num_canonical_nodes=cfg.num_canonical_nodes,
-        predownload=cfg.predownload,
-    )
+    from tokenmill.train.shared_memory import one_registration_at_a_time
+
+    with one_registration_at_a_time():  # another run on this machine may be opening one now
+        dataset = StreamingDataset(
+            remote=remote,
+            local=local,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            shuffle_seed=cfg.shuffle_seed,
+            num_canonical_nodes=cfg.num_canonical_nodes,
+            predownload=cfg.predownload,
+        )
     return StreamingDataLoader(
         dataset,
         batch_size=batch_size,

@@ -12,11 +12,60 @@ open files".
 ``StreamingMemory`` records the handles streaming makes while it is open;
 ``close()`` releases them as streaming's exit handler would (unlinking the
 segments this process created) and drops that handler.
+
+``one_registration_at_a_time`` serializes a new dataset's registration on
+the machine: streaming takes the lowest free shared-memory prefix, found and
+then created without a lock, so two runs that open a dataset at the same
+moment pick the same prefix and the second fails with FileExistsError.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+LOCK_FILE = "tokenmill-streaming-registration.lock"
+LOCK_WAIT_S = 300.0  # then go on without it: a stuck holder must not stop every run on the machine
+
+
+@contextlib.contextmanager
+def one_registration_at_a_time() -> Iterator[None]:
+    """Hold the machine's registration lock around building a StreamingDataset.
+
+    The local leader (the rank that creates the segments) takes the lock;
+    the other ranks wait at a barrier until it holds it, so every rank of the
+    run looks for the free prefix while no other run can take one. Released
+    once this rank's dataset is built (the leader has created the prefix's
+    segments by then).
+    """
+    import fcntl
+
+    import torch.distributed as dist
+
+    lock = None
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        lock = open(Path(tempfile.gettempdir()) / LOCK_FILE, "a")
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+    try:
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        yield
+    finally:
+        if lock is not None:
+            lock.close()  # closing the file releases the lock
 
 
 class StreamingMemory:
