@@ -67,8 +67,8 @@ def _signal(pid: int, sig: int) -> None:
 def shared_memory_of(pids) -> set[str]:
     """Names of the /dev/shm files these processes have mapped or open.
 
-    The test files run on two workers at once: another file's live training
-    run has segments too, so a test claims only the ones its processes hold.
+    Another live training run on this machine has segments too, so a test
+    claims only the ones its own processes hold.
     """
     names: set[str] = set()
     for pid in pids:

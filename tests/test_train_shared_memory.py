@@ -35,7 +35,7 @@ def test_runs_in_one_process_release_their_shared_memory(tmp_path, one_rank, mon
         loop.train(tiny_config(shards, tmp_path / f"run{run}", max_steps=2, global_batch_size=4,
                                micro_batch_size=4, eval_batches=1))
         counts.append(open_descriptors())
-        # Segments another test file's live run holds (the files run on two workers) are not ours.
+        # Segments another live run on this machine holds are not this run's.
         left = streaming_segments() - before - shared_memory_of_others()
         assert not left, f"a finished run left its shared memory behind: {sorted(left)}"
     # Before, each run kept its handles and opened every earlier run's: the count grew every run.
@@ -88,3 +88,18 @@ def test_two_runs_opening_datasets_at_once_do_not_collide(tmp_path):
     for (out, err), p in zip(results, procs):
         assert p.returncode == 0, err[-2000:]
         assert out.split()[-1] == "0", f"{out.split()[-1]} of 40 datasets collided"
+
+
+def test_a_lock_held_too_long_only_delays_the_run(monkeypatch, capsys):
+    import fcntl
+    import tempfile
+
+    from tokenmill.train import shared_memory
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(shared_memory, "LOCK_WAIT_S", 0.3)
+    with open(Path(tempfile.gettempdir()) / shared_memory.LOCK_FILE, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run that never lets go
+        with shared_memory.one_registration_at_a_time():
+            pass
+    assert "opening the dataset without it" in capsys.readouterr().err

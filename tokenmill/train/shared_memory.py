@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +58,8 @@ def one_registration_at_a_time() -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
+                    print(f"[train] another run held {lock.name} for {LOCK_WAIT_S:.0f} s; "
+                          "opening the dataset without it", file=sys.stderr, flush=True)
                     break
                 time.sleep(0.02)
     try:
