@@ -281,3 +281,15 @@ def test_generate_rejects_a_missing_checkpoint(tmp_path, capsys):
 
     assert main(["generate", "--checkpoint", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_failed_ranks_give_their_exit_code_and_how_to_resume(shards, tmp_path):
+    config = write_config(tmp_path / "train.yaml", shards, tmp_path / "run")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
+    env["TOKENMILL_STEP_DELAY"] = "not-a-number"  # every rank fails once it starts its steps
+    result = subprocess.run(train_command(config, 2), cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=TRAIN_TIMEOUT_S)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Root Cause (first observed failure)" in result.stderr  # torchrun's table of the failed ranks
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tokenmill train: ranks exited with code 1;") and "Run the same command again" in last
