@@ -63,8 +63,14 @@ def train_command(config: Path, nproc: int) -> list[str]:
     return [sys.executable, "-m", "tokenmill.cli", "train", "--config", str(config), "--nproc", str(nproc)]
 
 
-def run_train(config: Path, nproc: int, timeout: float = TRAIN_TIMEOUT_S) -> subprocess.CompletedProcess:
+def launcher_env(**extra: str) -> dict[str, str]:
+    """This environment without a torchrun rank's variables: the command starts its own ranks."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
+    return {**env, **extra}
+
+
+def run_train(config: Path, nproc: int, timeout: float = TRAIN_TIMEOUT_S) -> subprocess.CompletedProcess:
+    env = launcher_env()
     result = subprocess.run(
         train_command(config, nproc), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -105,8 +111,7 @@ def streaming_segments() -> set[str]:
 def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay: str = "0.3") -> None:
     """Start ``tokenmill train`` with slow steps; once rank 0 is past ``after_step``,
     SIGKILL everything (launcher, torchrun, every rank). Needs record_sample_ids."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
-    env["TOKENMILL_STEP_DELAY"] = delay  # slow steps, so the kill lands mid-run
+    env = launcher_env(TOKENMILL_STEP_DELAY=delay)  # slow steps, so the kill lands mid-run
     segments_before = streaming_segments()
     proc = subprocess.Popen(train_command(config, nproc), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -285,8 +290,7 @@ def test_generate_rejects_a_missing_checkpoint(tmp_path, capsys):
 
 def test_failed_ranks_give_their_exit_code_and_how_to_resume(shards, tmp_path):
     config = write_config(tmp_path / "train.yaml", shards, tmp_path / "run")
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
-    env["TOKENMILL_STEP_DELAY"] = "not-a-number"  # every rank fails once it starts its steps
+    env = launcher_env(TOKENMILL_STEP_DELAY="not-a-number")  # every rank fails once it starts its steps
     result = subprocess.run(train_command(config, 2), cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=TRAIN_TIMEOUT_S)
     assert result.returncode == 1, result.stderr[-3000:]
