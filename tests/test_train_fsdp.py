@@ -3,15 +3,13 @@ with gradient accumulation and with activation checkpointing."""
 
 from __future__ import annotations
 
-import os
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from tokenmill.train.config import ModelConfig
-from tokenmill.train.fsdp import build_model, free_port
+from tokenmill.train.fsdp import build_model
 from tokenmill.train.model import GPT, lm_loss
+from ranks import spawn_ranks
 
 CFG = ModelConfig(d_model=32, n_layers=2, n_heads=4, vocab_size=97, seq_len=16, mlp="swiglu", position="rope")
 SEED = 3
@@ -21,10 +19,8 @@ def batch() -> torch.Tensor:
     return torch.randint(0, CFG.vocab_size, (8, CFG.seq_len), generator=torch.Generator().manual_seed(11))
 
 
-def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
+def fsdp_worker(rank: int, world: int, out: str) -> None:
     """Gradients with 1 and with 2 micro-batches per rank; rank 0 saves them."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
     results = {}
     # (micro-batches per rank, activation checkpointing)
     for accum, ac in ((1, False), (2, False), (2, True)):
@@ -39,7 +35,6 @@ def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
         results[(accum, ac)] = {_clean(name): p.grad.full_tensor() for name, p in model.named_parameters()}
     if rank == 0:
         torch.save(results, out)
-    dist.destroy_process_group()
 
 
 def _clean(name: str) -> str:
@@ -57,7 +52,7 @@ def reference_grads() -> dict[str, torch.Tensor]:
 
 def test_fsdp_grads_on_two_ranks_equal_single_process(tmp_path):
     out = str(tmp_path / "grads.pt")
-    mp.spawn(fsdp_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    spawn_ranks(fsdp_worker, out)
     results, want = torch.load(out), reference_grads()
     assert len(results) == 3
     for (accum, ac), got in results.items():

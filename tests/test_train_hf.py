@@ -8,13 +8,10 @@ config.json; models trained from scratch export to folders transformers opens.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from safetensors import safe_open
 
 from tokenmill.train.base_model import load_pretrained
@@ -22,6 +19,7 @@ from tokenmill.train.config import AttentionConfig, ExportConfig, ModelConfig
 from tokenmill.train.export import write_hf
 from tokenmill.train.fixture import write_hf_model
 from tokenmill.train.hf_io import METADATA_FILES, model_fetcher, read_config
+from ranks import spawn_ranks
 
 FAMILIES = ["llama", "mistral", "qwen2", "mpt"]
 
@@ -56,14 +54,12 @@ def test_import_gives_transformers_logits(hf_models, family):
     torch.testing.assert_close(got, transformers_logits(hf_models[family], batch), rtol=1e-5, atol=1e-5)
 
 
-def fsdp_import_worker(rank: int, world: int, port: int, paths: dict, out: str) -> None:
+def fsdp_import_worker(rank: int, world: int, paths: dict, out: str) -> None:
     """Each rank loads only its shard of every parameter, then runs the same batch."""
     from tokenmill.train.fsdp import build_model
     from tokenmill.train.hf_adapter import family_of, model_config_from_hf
     from tokenmill.train.hf_io import load_into, open_checkpoint
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
     results = {}
     for name, path in paths.items():
         ckpt = open_checkpoint(path)
@@ -75,15 +71,13 @@ def fsdp_import_worker(rank: int, world: int, port: int, paths: dict, out: str) 
             results[name] = (model(tokens()), local_rows)
     if rank == 0:
         torch.save(results, out)
-    dist.destroy_process_group()
 
 
 def test_sharded_import_on_two_ranks_gives_transformers_logits(hf_models, tmp_path):
-    from tokenmill.train.fsdp import free_port
 
     out = str(tmp_path / "logits.pt")
     paths = {f: str(hf_models[f]) for f in FAMILIES}
-    mp.spawn(fsdp_import_worker, args=(2, free_port(), paths, out), nprocs=2, join=True)
+    spawn_ranks(fsdp_import_worker, paths, out)
     results = torch.load(out)
     for family, (logits, local_rows) in results.items():
         torch.testing.assert_close(logits, transformers_logits(hf_models[family], tokens()), rtol=1e-5, atol=1e-5)

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import yaml
 from safetensors.torch import load_file
 
@@ -23,6 +20,7 @@ from tokenmill.train.fixture import write_hf_model
 from tokenmill.train.runlog import read_jsonl
 from tokenmill.typed_config import ConfigError
 from test_train_runs import events, kill_mid_run, run_train
+from ranks import spawn_ranks
 
 LORA = LoraConfig(rank=4, alpha=8.0, targets=("all",))
 
@@ -99,14 +97,12 @@ def test_lora_config_errors(bases):
 # --- FSDP2: 2 ranks give the adapters the gradients of 1 process -------------------------------
 
 
-def lora_grads_worker(rank: int, world: int, port: int, path: str, out: str) -> None:
+def lora_grads_worker(rank: int, world: int, path: str, out: str) -> None:
     from tokenmill.train.fsdp import build_model
     from tokenmill.train.hf_adapter import family_of
     from tokenmill.train.hf_io import load_into, open_checkpoint
     from tokenmill.train.model import lm_loss
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
     from torch.distributed.tensor import distribute_tensor
 
     from tokenmill.train.hf_io import clean_name
@@ -130,15 +126,13 @@ def lora_grads_worker(rank: int, world: int, port: int, path: str, out: str) -> 
         results[ac] = {"grads": grads, "frozen_grads": frozen_grads}
     if rank == 0:
         torch.save(results, out)
-    dist.destroy_process_group()
 
 
 def test_two_ranks_give_adapters_the_single_process_gradients(bases, tmp_path):
-    from tokenmill.train.fsdp import free_port
     from tokenmill.train.model import lm_loss
 
     out = str(tmp_path / "grads.pt")
-    mp.spawn(lora_grads_worker, args=(2, free_port(), str(bases["llama"]), out), nprocs=2, join=True)
+    spawn_ranks(lora_grads_worker, str(bases["llama"]), out)
     results = torch.load(out)
     reference = lora_model(bases["llama"]).train()
     reference.freeze_base()

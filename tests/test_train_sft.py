@@ -3,23 +3,21 @@ normalised over the global batch (gradient accumulation and ranks), eval prompts
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 import yaml
 
 from tokenmill.train import data, sft
 from tokenmill.train.config import DataConfig, ModelConfig, ModelSpec, OptimConfig, TrainConfig
 from tokenmill.train.fixture import write_sft_fixture
-from tokenmill.train.fsdp import build_model, free_port
+from tokenmill.train.fsdp import build_model
 from tokenmill.train.model import GPT, documents_from_ids, masked_lm_loss
 from tokenmill.train.shared_memory import StreamingMemory
 from test_train_runs import events, run_train
+from ranks import spawn_ranks
 
 SEQ_LEN = 96
 
@@ -187,10 +185,8 @@ def forward_of(model):
     return lambda tokens, doc_ids: model(tokens, documents_from_ids(doc_ids))
 
 
-def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
+def fsdp_worker(rank: int, world: int, out: str) -> None:
     """Rank r takes rows [4r, 4r+4) as 2 micro-batches of 2; rank 0 saves the gradients."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
     model = build_model(CFG, torch.device("cpu"))
     model.init_weights(SEED)
     mine = rows(global_batch(), 4 * rank, 4 * rank + 4)
@@ -198,7 +194,6 @@ def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
     result = {"loss": loss, "grads": {n: p.grad.full_tensor() for n, p in model.named_parameters()}}
     if rank == 0:
         torch.save(result, out)
-    dist.destroy_process_group()
 
 
 def test_masked_grads_on_two_ranks_equal_single_process(tmp_path):
@@ -206,7 +201,7 @@ def test_masked_grads_on_two_ranks_equal_single_process(tmp_path):
     per_rank = [int(rows(batch, 4 * r, 4 * r + 4).loss_mask[:, 1:].sum()) for r in range(2)]
     assert per_rank[0] != per_rank[1]  # uneven: a per-rank mean would differ
     out = str(tmp_path / "grads.pt")
-    mp.spawn(fsdp_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    spawn_ranks(fsdp_worker, out)
     got = torch.load(out)
     model = GPT(CFG)
     model.init_weights(SEED)

@@ -7,7 +7,6 @@ import gc
 import os
 import subprocess
 import sys
-import time
 from multiprocessing import resource_tracker
 from pathlib import Path
 
@@ -60,12 +59,14 @@ def test_the_scope_releases_what_a_dataset_opened(tmp_path):
 
 
 OPEN_DATASETS = """
-import sys, time
+import os, sys, time
+from pathlib import Path
 from streaming import StreamingDataset
 from tokenmill.train.shared_memory import one_registration_at_a_time
-local, start, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-while time.time() < start:  # both processes begin at the same moment
-    time.sleep(0.005)
+local, ready, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+(ready / str(os.getpid())).touch()
+while len(list(ready.iterdir())) < 2:  # both processes begin at the same moment, imports done
+    time.sleep(0.002)
 collisions, datasets = 0, []
 for _ in range(n):  # each stays registered (as in a notebook), so each search walks more prefixes
     try:
@@ -78,10 +79,11 @@ print(collisions)
 
 
 def test_two_runs_opening_datasets_at_once_do_not_collide(tmp_path):
-    # Without the lock, one of two such processes collided on 11 of its 40 datasets here.
+    # Without the lock, two such processes collided on 10 and 14 of their 40 datasets here.
     shards = write_fixture(tmp_path / "shards", n_train=16, n_val=4, seq_len=16)
-    start = str(time.time() + 8)  # after both have imported streaming
-    procs = [subprocess.Popen([sys.executable, "-c", OPEN_DATASETS, str(Path(shards) / "train"), start, "40"],
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_DATASETS, str(Path(shards) / "train"), str(ready), "40"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     for (out, err), p in zip(results, procs):
