@@ -29,6 +29,12 @@ os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "tokenize: {seq_len: 1024}\nshards: {partitions: 4}\n"
 OVERRIDES: list[str] = []  # --set FIELD=VALUE, passed to every run
+# The standalone cluster's executors: each has one core and sees half of the
+# run's calls, so the optimizing JIT compiler (C2) compiles the same methods in
+# every executor and pays back less in each. On 200 MB of prose with the local
+# driver's JIT settings its threads took 18.7 of the two executors' 49 CPU-seconds;
+# with the quick compiler only, 2.7 of 34 (bench/RESULTS.md).
+EXECUTOR_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
 def corpus_docs(args) -> list[str]:
@@ -65,7 +71,7 @@ def stage_walls(out: Path) -> dict[str, float]:
     return {name: round(rec["wall_s"], 1) for name, rec in stages.items()}
 
 
-def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str]) -> dict:
+def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str], executor_options: str) -> dict:
     from tokenmill.standalone import local_cluster
 
     config = work / "run.yaml"
@@ -82,12 +88,10 @@ def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str]) -> dic
             conf = work / "conf"
             conf.mkdir(exist_ok=True)
             # local[N] sessions get 2N shuffle partitions from tokenmill; give the cluster the same,
-            # and its executors (the JVMs that run the tasks) the JIT settings the local driver gets.
-            from tokenmill.spark import JIT_OPTIONS
-
+            # and its executors (the JVMs that run the tasks) the JVM options the admin chose.
             (conf / "spark-defaults.conf").write_text(
                 f"spark.sql.shuffle.partitions {2 * cores}\n"
-                f"spark.executor.extraJavaOptions {' '.join(JIT_OPTIONS)}\n")
+                f"spark.executor.extraJavaOptions {executor_options}\n")
             with local_cluster(work / "cluster", workers=cores, cores=1, memory="2g", env=env) as url:
                 walls[kind] = run_pipeline(["--master", url], inputs, out, config,
                                            {**env, "SPARK_CONF_DIR": str(conf)})
@@ -98,17 +102,18 @@ def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str]) -> dic
     return result
 
 
-def rounds_of_runs(inputs: Path, work: Path, cores: int, kinds: list[str], rounds: int) -> dict:
+def rounds_of_runs(inputs: Path, work: Path, cores: int, kinds: list[str], rounds: int,
+                   executor_options: str) -> dict:
     """One round: ``pipeline_runs``. More: each round in a rotated order, and per kind the
     median wall time and the median of its per-round ratios to classic."""
     if rounds == 1:
-        return {"pipeline": pipeline_runs(inputs, work, cores, kinds)}
+        return {"pipeline": pipeline_runs(inputs, work, cores, kinds, executor_options)}
     results = []
     for r in range(rounds):
         order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
         folder = work / f"round-{r}"
         folder.mkdir()
-        results.append({"order": order, **pipeline_runs(inputs, folder, cores, order)})
+        results.append({"order": order, **pipeline_runs(inputs, folder, cores, order, executor_options)})
     summary = {}
     for kind in kinds:
         walls = [res[kind]["wall_s"] for res in results]
@@ -165,6 +170,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every kind this many times, the order rotated each round (the machine's "
                              "speed drifts: a fixed order favours whichever kind runs first)")
+    parser.add_argument("--executor-java-options", default=EXECUTOR_JAVA_OPTIONS,
+                        help="the standalone cluster's spark.executor.extraJavaOptions (the local driver's "
+                             "JIT settings: tokenmill.spark.JIT_OPTIONS)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     OVERRIDES.extend(args.set)
@@ -175,8 +183,9 @@ def main() -> None:
         docs = corpus_docs(args)
         n_bytes = write_jsonl(docs, work / "corpus", n_files=16)
         report = {"corpus": args.corpus, "docs": len(docs), "mb": round(n_bytes / 1e6, 1), "cores": args.cores,
-                  "uptime_before": uptime,
-                  **rounds_of_runs(work / "corpus", work, args.cores, args.kinds.split(","), args.rounds),
+                  "uptime_before": uptime, "executor_java_options": args.executor_java_options,
+                  **rounds_of_runs(work / "corpus", work, args.cores, args.kinds.split(","), args.rounds,
+                                   args.executor_java_options),
                   "single_file_read": single_file_read(docs, work, args.cores)}
         print(json.dumps(report, indent=2))
 
