@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("tokenmill.plan", "compute budget: tokens, FLOPs, GPU-days, cost, failures, checkpoint interval"),
     "preflight": ("tokenmill.preflight", "checklist before a costly training run"),
     "report": ("tokenmill.report.card", "write an HTML data card for a pipeline output"),
+    "jvm-archive": ("tokenmill.jvm_archive", "archive Spark's classes once: local Spark sessions start ~4 s faster"),
 }
 
 

@@ -20,6 +20,7 @@ import os
 import sys
 import warnings
 
+from tokenmill import jvm_archive
 from tokenmill.errors import UserError
 
 
@@ -104,7 +105,7 @@ def _settings(where: str, cores: int) -> dict[str, str]:
         # schemes cannot shrink text but hash and copy every value trying to
         # (2.4 of 17 JVM CPU-seconds in etl on 300 MB of source code).
         "spark.sql.inMemoryColumnarStorage.compressed": "false",
-        "spark.driver.extraJavaOptions": " ".join(["-Dlog4j2.level=ERROR", *JIT_OPTIONS, *_java_options()]),
+        "spark.driver.extraJavaOptions": _driver_java_options(where),
     }
     if where.startswith("sc://"):  # a running server: its machine is sized by whoever started it
         return settings
@@ -113,6 +114,13 @@ def _settings(where: str, cores: int) -> dict[str, str]:
         settings["spark.sql.shuffle.partitions"] = str(max(2, cores * 2))
         settings["spark.default.parallelism"] = str(max(2, cores * 2))
     return settings
+
+
+def _driver_java_options(where: str) -> str:
+    """Quiet logs, the JIT thresholds, Spark's class archive where the driver JVM starts
+    here and one exists (``tokenmill jvm-archive``), then TOKENMILL_JAVA_OPTIONS."""
+    archive = [] if where.startswith("sc://") else jvm_archive.java_options()
+    return " ".join(["-Dlog4j2.level=ERROR", *JIT_OPTIONS, *archive, *_java_options()])
 
 
 def is_connect(spark) -> bool:

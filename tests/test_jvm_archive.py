@@ -1,0 +1,55 @@
+"""The class-data archive of Spark's classes: used only when complete, and really mapped."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tokenmill import jvm_archive
+from tokenmill.spark import _settings
+
+
+def test_only_a_complete_archive_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOKENMILL_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(jvm_archive.OFF, raising=False)
+    archive = jvm_archive.archive_path()
+    assert archive.parent == tmp_path / "jvm" and jvm_archive.java_options() == []
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"x" * 10)
+    assert jvm_archive.java_options() == []  # no marker yet: the JVM may still be writing it
+    archive.with_suffix(".json").write_text(json.dumps({"size": 10}))
+    assert jvm_archive.java_options() == [f"-XX:SharedArchiveFile={archive}"]
+    driver = _settings("local[2]", 2)["spark.driver.extraJavaOptions"]
+    assert f"-XX:SharedArchiveFile={archive}" in driver
+    assert "SharedArchiveFile" not in _settings("sc://host:15002", 2)["spark.driver.extraJavaOptions"]
+    archive.write_bytes(b"x" * 9)  # truncated: a JVM that mapped it would crash
+    assert jvm_archive.java_options() == []
+    archive.write_bytes(b"x" * 10)
+    monkeypatch.setenv(jvm_archive.OFF, "off")
+    assert jvm_archive.java_options() == []
+    monkeypatch.delenv(jvm_archive.OFF)
+    archive.with_suffix(".json").write_text("{not json")
+    assert jvm_archive.java_options() == []
+
+
+SESSION = """
+from tokenmill.spark import get_spark
+spark = get_spark("archive-check", cores=1)
+assert spark.range(5).count() == 5
+print(" ".join(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()))
+"""
+
+
+def test_a_session_maps_the_archive_it_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOKENMILL_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(jvm_archive.OFF, raising=False)
+    archive = jvm_archive.build(workload="session")
+    assert jvm_archive.complete_archive() == archive and archive.stat().st_size > 1_000_000
+    assert not list(archive.parent.glob(".*.tmp"))
+    # -Xshare:on: a JVM that cannot map the archive refuses to start, so the session proves it is used.
+    env = {**os.environ, "TOKENMILL_JAVA_OPTIONS": f"{os.environ.get('TOKENMILL_JAVA_OPTIONS', '')} -Xshare:on"}
+    result = subprocess.run([sys.executable, "-c", SESSION], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"-XX:SharedArchiveFile={archive}" in result.stdout
