@@ -2,9 +2,9 @@
 
 A Spark driver loads and verifies thousands of classes from its jars at every
 start. Java's class-data sharing (a dynamic CDS archive) keeps them parsed and
-verified in one file that the JVM maps instead: on this project's 2-core
-machine a session started in 3.2-3.8 s instead of 5.5-6.1 s, and its first
-job took 1.3-1.6 s instead of 2.9-3.1 s (bench/RESULTS.md).
+verified in one file that the JVM maps instead: on a 2-core machine a session
+started in 3.8 s instead of 6.5 s, and its first job took 1.6 s instead of
+3.6 s (medians, bench/RESULTS.md).
 
 The archive belongs to one Java and one pyspark install, so its name holds
 both; it is built once (``make setup`` does it) by a JVM that runs a small
