@@ -3,12 +3,12 @@ with gradient accumulation and with activation checkpointing."""
 
 from __future__ import annotations
 
-
 import torch
 
 from tokenmill.train.config import ModelConfig
 from tokenmill.train.fsdp import build_model
 from tokenmill.train.model import GPT, lm_loss
+
 from ranks import spawn_ranks
 
 CFG = ModelConfig(d_model=32, n_layers=2, n_heads=4, vocab_size=97, seq_len=16, mlp="swiglu", position="rope")

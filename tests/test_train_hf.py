@@ -19,6 +19,7 @@ from tokenmill.train.config import AttentionConfig, ExportConfig, ModelConfig
 from tokenmill.train.export import write_hf
 from tokenmill.train.fixture import write_hf_model
 from tokenmill.train.hf_io import METADATA_FILES, model_fetcher, read_config
+
 from ranks import spawn_ranks
 
 FAMILIES = ["llama", "mistral", "qwen2", "mpt"]

@@ -20,6 +20,7 @@ from tokenmill.train.fixture import write_hf_model
 from tokenmill.train.runlog import read_jsonl
 from tokenmill.typed_config import ConfigError
 from test_train_runs import events, kill_mid_run, run_train
+
 from ranks import spawn_ranks
 
 LORA = LoraConfig(rank=4, alpha=8.0, targets=("all",))

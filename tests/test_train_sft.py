@@ -3,7 +3,6 @@ normalised over the global batch (gradient accumulation and ranks), eval prompts
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -17,6 +16,7 @@ from tokenmill.train.fsdp import build_model
 from tokenmill.train.model import GPT, documents_from_ids, masked_lm_loss
 from tokenmill.train.shared_memory import StreamingMemory
 from test_train_runs import events, run_train
+
 from ranks import spawn_ranks
 
 SEQ_LEN = 96
