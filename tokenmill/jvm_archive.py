@@ -123,8 +123,13 @@ def build(workload: str = "pipeline") -> Path:
                                      f"-XX:ArchiveClassesAtExit={partial} -Xlog:cds=error".strip(),
            "TOKENMILL_PROGRESS_S": "0"}
     started = time.time()
-    result = subprocess.run([sys.executable, "-c", WORKLOAD, workload], env=env, capture_output=True, text=True,
-                            timeout=BUILD_TIMEOUT_S)
+    try:
+        result = subprocess.run([sys.executable, "-c", WORKLOAD, workload], env=env, capture_output=True,
+                                text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"the class-data archive's workload ran past {BUILD_TIMEOUT_S} s; "
+                        "sessions start without the archive") from None
     if result.returncode != 0 or not partial.exists():
         partial.unlink(missing_ok=True)
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
