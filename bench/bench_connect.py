@@ -171,8 +171,8 @@ def main() -> None:
                         help="run every kind this many times, the order rotated each round (the machine's "
                              "speed drifts: a fixed order favours whichever kind runs first)")
     parser.add_argument("--executor-java-options", default=EXECUTOR_JAVA_OPTIONS,
-                        help="the standalone cluster's spark.executor.extraJavaOptions (the local driver's "
-                             "JIT settings: tokenmill.spark.JIT_OPTIONS)")
+                        help="the standalone cluster's spark.executor.extraJavaOptions (default: the quick "
+                             "compiler only; the local driver's JIT settings are tokenmill.spark.JIT_OPTIONS)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     OVERRIDES.extend(args.set)
