@@ -37,6 +37,17 @@ OVERRIDES: list[str] = []  # --set FIELD=VALUE, passed to every run
 EXECUTOR_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
+def executor_java_options(args) -> str:
+    """--executor-java-options, plus this machine's class archive with --executor-archive (the
+    cluster's executors run here, with the driver's Java, pyspark and class path)."""
+    from tokenmill import jvm_archive
+
+    archive = jvm_archive.java_options() if args.executor_archive else []
+    if args.executor_archive and not archive:
+        raise SystemExit("--executor-archive: no complete class archive here; run `tokenmill jvm-archive`")
+    return " ".join([args.executor_java_options, *archive]).strip()
+
+
 def corpus_docs(args) -> list[str]:
     from bench.etl_corpus import machine_docs, sample_docs
 
@@ -85,16 +96,14 @@ def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str], execut
         elif kind == "connect":
             walls[kind] = run_pipeline(["--remote", f"local[{cores}]"], inputs, out, config, env)
         else:
-            conf = work / "conf"
-            conf.mkdir(exist_ok=True)
             # local[N] sessions get 2N shuffle partitions from tokenmill; give the cluster the same,
-            # and its executors (the JVMs that run the tasks) the JVM options the admin chose.
-            (conf / "spark-defaults.conf").write_text(
-                f"spark.sql.shuffle.partitions {2 * cores}\n"
-                f"spark.executor.extraJavaOptions {executor_options}\n")
+            # and its executors (the JVMs that run the tasks) the JVM options the admin chose. As
+            # --conf flags, not a SPARK_CONF_DIR: that folder would go first on the driver's class
+            # path, and the JVM maps no class archive made for another class path.
+            conf = [f"spark.sql.shuffle.partitions={2 * cores}", f"spark.executor.extraJavaOptions={executor_options}"]
             with local_cluster(work / "cluster", workers=cores, cores=1, memory="2g", env=env) as url:
-                walls[kind] = run_pipeline(["--master", url], inputs, out, config,
-                                           {**env, "SPARK_CONF_DIR": str(conf)})
+                walls[kind] = run_pipeline(["--master", url, *(f"--conf={c}" for c in conf)], inputs, out, config,
+                                           env)
     result = {k: {"wall_s": round(v, 1), "stage_wall_s": stage_walls(work / k)} for k, v in walls.items()}
     if "classic" in walls:
         for kind, wall in walls.items():
@@ -173,9 +182,13 @@ def main() -> None:
     parser.add_argument("--executor-java-options", default=EXECUTOR_JAVA_OPTIONS,
                         help="the standalone cluster's spark.executor.extraJavaOptions (default: the quick "
                              "compiler only; the local driver's JIT settings are tokenmill.spark.JIT_OPTIONS)")
+    parser.add_argument("--executor-archive", action="store_true",
+                        help="the executors map this machine's Spark class archive too (tokenmill jvm-archive), "
+                             "as the classic and Connect runs' single JVM does")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     OVERRIDES.extend(args.set)
+    args.executor_java_options = executor_java_options(args)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     from bench.etl_corpus import work_folder, write_jsonl
 

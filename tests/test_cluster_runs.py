@@ -95,18 +95,17 @@ def other_runs(corpus, tmp_path_factory):
     from tokenmill.standalone import local_cluster
 
     logs = tmp_path_factory.mktemp("standalone")
-    conf = logs / "conf"
-    conf.mkdir()
     # A cluster keeps Spark's 200 shuffle partitions unless told; 4 keeps this small run quick.
-    # The master, workers and executors get the quick-start JVM options the local driver has (conftest).
+    # The master, workers and executors get the quick-start JVM options the local driver has
+    # (conftest). Given as --conf: a SPARK_CONF_DIR would go first on the driver's class path,
+    # where the JVM then maps no class archive.
     java = os.environ.get("TOKENMILL_JAVA_OPTIONS", "")
-    (conf / "spark-defaults.conf").write_text(
-        f"spark.sql.shuffle.partitions 4\nspark.executor.memory 1g\nspark.executor.extraJavaOptions {java}\n")
+    conf = ["--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.executor.memory=1g",
+            "--conf", f"spark.executor.extraJavaOptions={java}"]
     with local_cluster(logs, workers=2, cores=1, memory="1g", env=_cli_env(SPARK_DAEMON_JAVA_OPTS=java)) as url:
         runs = {
             "connect": CliRun(["--remote", "local[2]"], corpus, tmp_path_factory.mktemp("connect") / "out"),
-            "standalone": CliRun(["--master", url], corpus, tmp_path_factory.mktemp("standalone-run") / "out",
-                                 SPARK_CONF_DIR=str(conf)),
+            "standalone": CliRun(["--master", url, *conf], corpus, tmp_path_factory.mktemp("standalone-run") / "out"),
         }
         try:
             yield runs, logs

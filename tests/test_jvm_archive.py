@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -32,6 +33,27 @@ def test_only_a_complete_archive_is_used(tmp_path, monkeypatch):
     monkeypatch.delenv(jvm_archive.OFF)
     archive.with_suffix(".json").write_text("{not json")
     assert jvm_archive.java_options() == []
+
+
+def test_check_says_when_a_spark_conf_dir_keeps_the_archive_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TOKENMILL_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(jvm_archive.OFF, raising=False)
+    monkeypatch.delenv("SPARK_CONF_DIR", raising=False)
+    archive = jvm_archive.archive_path()
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"x" * 10)
+    archive.with_suffix(".json").write_text(json.dumps({"size": 10}))
+    check = argparse.Namespace(check=True)
+    assert jvm_archive.main(check) == 0
+    assert capsys.readouterr().out.strip() == f"[jvm-archive] in use: {archive}"
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path / "missing"))  # a missing folder is not on the class path
+    assert jvm_archive.main(check) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    assert jvm_archive.main(check) == 1
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"[jvm-archive] in use: {archive} (SPARK_CONF_DIR={tmp_path} goes first")
+    assert "--conf" in out
 
 
 SESSION = """

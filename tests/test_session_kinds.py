@@ -27,6 +27,22 @@ def test_the_session_jvm_runs_with_the_jit_options(spark):
     assert set(session.JIT_OPTIONS) <= set(arguments)
 
 
+def test_the_users_spark_properties_win():
+    conf = session.parse_conf(["spark.sql.shuffle.partitions=7", " spark.executor.extraJavaOptions = -Xss4m -Da=b "])
+    assert conf == {"spark.sql.shuffle.partitions": "7", "spark.executor.extraJavaOptions": "-Xss4m -Da=b"}
+    settings = session._settings("local[2]", cores=2, conf=conf)
+    assert settings["spark.sql.shuffle.partitions"] == "7" and settings["spark.default.parallelism"] == "4"
+    assert settings["spark.executor.extraJavaOptions"] == "-Xss4m -Da=b"
+
+
+@pytest.mark.parametrize("pair", ["spark.sql.shuffle.partitions", "executor.memory=2g", "=3", "spark.=1"])
+def test_a_bad_conf_flag_is_one_line(capsys, tmp_path, pair):
+    assert cli.main(["run", "--output", str(tmp_path / "o"), "--input", "x", "--conf", pair]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tokenmill run: error: --conf: expected spark.PROPERTY=VALUE, got {pair!r}"]
+    assert not (tmp_path / "o").exists()  # rejected before anything is written
+
+
 def test_a_cluster_keeps_its_own_parallelism():
     settings = session._settings("spark://127.0.0.1:7077", cores=2)
     assert "spark.default.parallelism" not in settings and "spark.sql.shuffle.partitions" not in settings

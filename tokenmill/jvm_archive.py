@@ -83,6 +83,20 @@ def java_options() -> list[str]:
     return [f"-XX:SharedArchiveFile={archive}"] if archive else []
 
 
+def conf_dir_note() -> str | None:
+    """Why a driver started here will not map a complete archive, or None.
+
+    Spark puts SPARK_CONF_DIR first on the driver's class path, and a JVM maps
+    no archive made for another class path (an empty folder counts too; a
+    missing one does not).
+    """
+    conf_dir = os.environ.get("SPARK_CONF_DIR")
+    if conf_dir and os.path.isdir(conf_dir):
+        return (f"SPARK_CONF_DIR={conf_dir} goes first on the driver's class path, which the archive was not "
+                "made for, so the JVM will not map it; give Spark properties with --conf instead")
+    return None
+
+
 # The workload whose classes go into the archive: every stage on a few sample
 # documents, through the same session settings a run uses.
 WORKLOAD = """
@@ -147,8 +161,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.check:
         archive = complete_archive()
-        print(f"[jvm-archive] {'in use: ' + str(archive) if archive else 'none'}")
-        return 0 if archive else 1
+        note = conf_dir_note() if archive else None
+        print(f"[jvm-archive] {'in use: ' + str(archive) if archive else 'none'}" + (f" ({note})" if note else ""))
+        return 0 if archive and not note else 1
     archive = build()
     print(f"[jvm-archive] {archive} ({archive.stat().st_size / 1e6:.0f} MB): "
           "local Spark sessions map Spark's classes from it")

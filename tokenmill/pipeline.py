@@ -224,6 +224,9 @@ def add_stage_arguments(parser: argparse.ArgumentParser, inputs: bool = False) -
     where.add_argument("--remote", metavar="URL",
                        help="Spark Connect: sc://host:15002, or local[N] to start a server here "
                             "(default: SPARK_REMOTE); an already active session is used as it is")
+    parser.add_argument("--conf", action="append", default=[], metavar="spark.KEY=VALUE",
+                        help="a Spark property for the session started here, as spark-submit takes it, "
+                             "e.g. --conf spark.executor.memory=4g (repeatable; wins over tokenmill's own)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -239,13 +242,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def run_command(args: argparse.Namespace, stages: list[str]) -> int:
+    from tokenmill.spark import get_spark, parse_conf
+
     cfg = config_from_args(args)
+    conf = parse_conf(getattr(args, "conf", []))
     _output_dir(cfg)  # fail fast, before Spark starts
     if "etl" in stages and not cfg.inputs:
         raise UserError("no input given: pass --input PATH (or set inputs: in the config)")
-    from tokenmill.spark import get_spark
-
-    spark = get_spark(master=getattr(args, "master", None), remote=getattr(args, "remote", None))
+    spark = get_spark(master=getattr(args, "master", None), remote=getattr(args, "remote", None), conf=conf)
     run_stages(spark, cfg, stages, force=args.force)
     return 0
 

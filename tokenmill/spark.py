@@ -25,12 +25,13 @@ from tokenmill.errors import UserError
 
 
 def get_spark(app_name: str = "tokenmill", cores: int | None = None, *, master: str | None = None,
-              remote: str | None = None):
+              remote: str | None = None, conf: dict[str, str] | None = None):
     """The active SparkSession, else a new one.
 
     ``remote`` (or SPARK_REMOTE) starts a Spark Connect session: ``sc://host:port``
     for a running server, ``local[N]`` for one started here. Otherwise a classic
     session on ``master`` (or MASTER, TOKENMILL_SPARK_MASTER; default local[cores]).
+    ``conf``: Spark properties for a new session, applied after ours (they win).
     """
     try:
         from pyspark.sql import SparkSession
@@ -50,7 +51,7 @@ def get_spark(app_name: str = "tokenmill", cores: int | None = None, *, master: 
     cores = cores or int(os.environ.get("TOKENMILL_SPARK_CORES", "0")) or os.cpu_count() or 2
     master = master or os.environ.get("MASTER") or os.environ.get("TOKENMILL_SPARK_MASTER") or f"local[{cores}]"
     builder = SparkSession.builder.remote(remote) if remote else SparkSession.builder.master(master)
-    for key, value in _settings(remote or master, cores).items():
+    for key, value in _settings(remote or master, cores, conf).items():
         builder = builder.config(key, value)
     with warnings.catch_warnings():
         # Connect re-applies every setting to the running session and warns about the
@@ -59,6 +60,18 @@ def get_spark(app_name: str = "tokenmill", cores: int | None = None, *, master: 
         spark = builder.appName(app_name).getOrCreate()
     _quiet_logs(spark, remote)
     return spark
+
+
+def parse_conf(pairs: list[str]) -> dict[str, str]:
+    """``--conf spark.key=value`` flags (as spark-submit takes them) as a dict."""
+    conf = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.startswith("spark.") or key == "spark.":
+            raise UserError(f"--conf: expected spark.PROPERTY=VALUE, got {pair!r}")
+        conf[key] = value.strip()
+    return conf
 
 
 def _quiet_logs(spark, remote: str | None) -> None:
@@ -91,8 +104,13 @@ JIT_OPTIONS = ("-XX:Tier4InvocationThreshold=50000", "-XX:Tier4MinInvocationThre
                "-XX:Tier4CompileThreshold=150000", "-XX:Tier4BackEdgeThreshold=400000")
 
 
-def _settings(where: str, cores: int) -> dict[str, str]:
-    """Session settings; machine-sized ones only where this machine runs the executors."""
+def _settings(where: str, cores: int, conf: dict[str, str] | None = None) -> dict[str, str]:
+    """Session settings: ours (machine-sized ones only where this machine runs the
+    executors), then ``conf``, the user's, which win."""
+    return {**_our_settings(where, cores), **(conf or {})}
+
+
+def _our_settings(where: str, cores: int) -> dict[str, str]:
     settings = {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": "2000",
