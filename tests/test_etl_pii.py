@@ -198,6 +198,31 @@ def test_phone_region_check_never_drops_a_number_on_random_windows():
     assert found > 50 and pruned > 1500
 
 
+@pytest.mark.parametrize("regions", [None, ("DE",)])
+def test_one_digit_scan_gives_each_digit_trigger_its_own_matches(regions):
+    # The phone/card/SSN/IP runs and the IBAN account-number runs come from one regex
+    # scan; each must equal what its own pattern finds (the phone runs then filtered).
+    import random
+    import re
+
+    from tokenmill.etl.pii import ACCOUNT_RUN, DIGIT_RUN
+
+    cfg = PiiConfig() if regions is None else PiiConfig(phone_regions=regions)
+    red = Redactor(cfg)
+    least = min(*red.min_run_digits, 4) - 1
+    rnd = random.Random(11)
+    chars = "0123456789" * 4 + "٣４ -.()/+x\n\t\u2013\uff0dab:"
+    for _ in range(400):
+        text = "".join(rnd.choice(chars) for _ in range(rnd.randint(0, 60)))
+        hits = red._hits(text)
+        assert hits[ACCOUNT_RUN] == [m.span() for m in re.finditer(ACCOUNT_RUN, text)], text
+        own = [(m, sum(map(str.isdigit, m.group()))) for m in re.finditer(DIGIT_RUN % least, text)]
+        assert hits[DIGIT_RUN] == red._digit_runs(text, own), text
+    only_iban = Redactor(PiiConfig(entities=("IBAN_CODE",)))
+    assert only_iban.digit_run.pattern == ACCOUNT_RUN
+    assert only_iban._hits("acct 12 3456 and 1234") == {ACCOUNT_RUN: [(5, 12)]}
+
+
 def test_pattern_gate_skips_only_windows_presidio_finds_nothing_in():
     # The gate (the recognizer's own regexes) must let through every window the
     # presidio recognizer reports something in; phone (phonenumbers) is not gated.

@@ -52,7 +52,8 @@ PHONE_SEPARATORS = "[%s\\s]" % PHONE_PUNCTUATION  # the matcher's, and any white
 # matcher could read there. Compiled with the least digit count a candidate
 # needs (``Redactor._digit_runs``), so short runs are skipped inside the regex.
 DIGIT_RUN = r"\d(?:%s*\d){%%d,}" % PHONE_SEPARATORS
-ACCOUNT_RUN = DIGIT_RUN % 4  # 5+ digits: every IBAN's account number (BBAN) has such a run
+ACCOUNT_DIGITS = 5  # every IBAN's account number (BBAN) has a run of 5+ digits
+ACCOUNT_RUN = DIGIT_RUN % (ACCOUNT_DIGITS - 1)
 # What phonenumbers' matcher may read before a number's first digit: up to
 # two brackets or "+" signs, each followed by up to 4 punctuation characters.
 _LEAD = re.compile(r"(?:[(\[\uff08\uff3b+\uff0b][%s]{0,4}){1,2}\Z" % PHONE_PUNCTUATION)
@@ -203,9 +204,13 @@ class Redactor:
         plain, plus = phones.fewest_digits(MIN_RUN_DIGITS) if phones else (MIN_RUN_DIGITS, MIN_RUN_DIGITS)
         self.min_run_digits = (min(MIN_RUN_DIGITS, plain), min(MIN_RUN_DIGITS, plus))
         sources = {p for e, _ in self.recognizers for t in TRIGGERS[e] for p in t.patterns}
-        self.patterns = {p: re.compile(p) for p in sources if p != DIGIT_RUN}
-        if DIGIT_RUN in sources:  # a dotted quad (IPv4) has at least 4 digits
-            self.patterns[DIGIT_RUN] = re.compile(DIGIT_RUN % (min(*self.min_run_digits, 4) - 1))
+        self.digit_sources = sources & {DIGIT_RUN, ACCOUNT_RUN}
+        self.patterns = {p: re.compile(p) for p in sources - self.digit_sources}
+        # Both digit-run triggers come from one scan: the regex matches each whole run
+        # of at least ``least + 1`` digits, so the account-number runs (ACCOUNT_RUN's
+        # own matches) are the runs among them with ACCOUNT_DIGITS or more.
+        least = min(*self.min_run_digits, 4) - 1 if DIGIT_RUN in sources else ACCOUNT_DIGITS - 1
+        self.digit_run = re.compile(DIGIT_RUN % least) if self.digit_sources else None  # IPv4: 4+ digits
         self._memo: dict[tuple[str, str], tuple] = {}
         self.nlp = _load_ner(pcfg.ner_model) if pcfg.enabled and pcfg.ner_model else None
         self.placeholders = dict(pcfg.placeholders)
@@ -214,19 +219,23 @@ class Redactor:
 
     def _hits(self, text: str) -> dict[str, list[tuple[int, int]]]:
         """Spans of each trigger pattern in text (digit runs: only the candidates)."""
-        return {source: self._digit_runs(text, pattern) if source == DIGIT_RUN
-                else [m.span() for m in pattern.finditer(text)]
-                for source, pattern in self.patterns.items()}
+        hits = {source: [m.span() for m in pattern.finditer(text)] for source, pattern in self.patterns.items()}
+        if self.digit_run is not None:
+            runs = [(m, _digit_count(m.group())) for m in self.digit_run.finditer(text)]
+            if DIGIT_RUN in self.digit_sources:
+                hits[DIGIT_RUN] = self._digit_runs(text, runs)
+            if ACCOUNT_RUN in self.digit_sources:
+                hits[ACCOUNT_RUN] = [m.span() for m, digits in runs if digits >= ACCOUNT_DIGITS]
+        return hits
 
-    def _digit_runs(self, text: str, pattern) -> list[tuple[int, int]]:
-        """Digit runs that could hold PII: enough digits for a phone number of a
-        configured region (fewer after "+"), or a dotted quad; each with the
-        lead ("+", brackets) phonenumbers' matcher would read before it."""
+    def _digit_runs(self, text: str, runs) -> list[tuple[int, int]]:
+        """Digit runs (match, digit count) that could hold PII: enough digits for a
+        phone number of a configured region (fewer after "+"), or a dotted quad;
+        each with the lead ("+", brackets) phonenumbers' matcher would read before it."""
         min_digits, min_after_plus = self.min_run_digits
         spans = []
-        for m in pattern.finditer(text):
+        for m, digits in runs:
             run = m.group()
-            digits = sum(c.isdigit() for c in run)
             candidate = digits >= min_digits or run.count(".") >= 3
             if not candidate and digits < min_after_plus:
                 continue
@@ -319,6 +328,10 @@ class Redactor:
             counts[f.entity] = counts.get(f.entity, 0) + 1
         parts.append(text[pos:])
         return "".join(parts), counts
+
+
+def _digit_count(run: str) -> int:
+    return sum(map(str.isdigit, run))
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
