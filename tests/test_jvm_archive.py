@@ -52,7 +52,7 @@ def test_check_says_when_a_spark_conf_dir_keeps_the_archive_out(tmp_path, monkey
     monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
     assert jvm_archive.main(check) == 1
     out = capsys.readouterr().out.strip()
-    assert out.startswith(f"[jvm-archive] in use: {archive} (SPARK_CONF_DIR={tmp_path} goes first")
+    assert out.startswith(f"[jvm-archive] complete but not mapped here: {archive} (SPARK_CONF_DIR={tmp_path} goes first")
     assert "--conf" in out
 
 

@@ -162,7 +162,12 @@ def main(args: argparse.Namespace) -> int:
     if args.check:
         archive = complete_archive()
         note = conf_dir_note() if archive else None
-        print(f"[jvm-archive] {'in use: ' + str(archive) if archive else 'none'}" + (f" ({note})" if note else ""))
+        if archive is None:
+            print("[jvm-archive] none")
+        elif note:
+            print(f"[jvm-archive] complete but not mapped here: {archive} ({note})")
+        else:
+            print(f"[jvm-archive] in use: {archive}")
         return 0 if archive and not note else 1
     archive = build()
     print(f"[jvm-archive] {archive} ({archive.stat().st_size / 1e6:.0f} MB): "
