@@ -12,6 +12,7 @@
     python -m bench.bench_connect --corpus sample --n-docs 400 --set etl.pii.enabled=false   # smoke size
     python -m bench.bench_connect --corpus machine --mb 200 --cores 2   # >= 200 MB of real text
     python -m bench.bench_connect --corpus machine --mb 200 --cores 2 --rounds 3   # orders rotated
+    python -m bench.bench_connect --corpus machine --mb 200 --cores 2 --rounds 3 --executor-archive
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def pipeline_runs(inputs: Path, work: Path, cores: int, kinds: list[str], execut
             # path, and the JVM maps no class archive made for another class path.
             conf = [f"spark.sql.shuffle.partitions={2 * cores}", f"spark.executor.extraJavaOptions={executor_options}"]
             with local_cluster(work / "cluster", workers=cores, cores=1, memory="2g", env=env) as url:
-                walls[kind] = run_pipeline(["--master", url, *(f"--conf={c}" for c in conf)], inputs, out, config,
-                                           env)
+                where = ["--master", url, *(f"--conf={c}" for c in conf)]
+                walls[kind] = run_pipeline(where, inputs, out, config, env)
     result = {k: {"wall_s": round(v, 1), "stage_wall_s": stage_walls(work / k)} for k, v in walls.items()}
     if "classic" in walls:
         for kind, wall in walls.items():

@@ -209,8 +209,9 @@ class Redactor:
         # Both digit-run triggers come from one scan: the regex matches each whole run
         # of at least ``least + 1`` digits, so the account-number runs (ACCOUNT_RUN's
         # own matches) are the runs among them with ACCOUNT_DIGITS or more.
+        # (A dotted quad, IPv4, has at least 4 digits.)
         least = min(*self.min_run_digits, 4) - 1 if DIGIT_RUN in sources else ACCOUNT_DIGITS - 1
-        self.digit_run = re.compile(DIGIT_RUN % least) if self.digit_sources else None  # IPv4: 4+ digits
+        self.digit_run = re.compile(DIGIT_RUN % least) if self.digit_sources else None
         self._memo: dict[tuple[str, str], tuple] = {}
         self.nlp = _load_ner(pcfg.ner_model) if pcfg.enabled and pcfg.ner_model else None
         self.placeholders = dict(pcfg.placeholders)
