@@ -46,8 +46,19 @@ def _java() -> Path | None:
     return Path(os.path.realpath(found)) if found and os.path.exists(found) else None
 
 
+def _spark_home() -> str:
+    """The Spark whose jars a session's JVM loads: SPARK_HOME, else pyspark's own folder."""
+    from pyspark.find_spark_home import _find_spark_home
+
+    return os.path.realpath(_find_spark_home())
+
+
 def archive_path() -> Path | None:
-    """Where the archive of this Java and pyspark lives (None without a java)."""
+    """Where the archive of this Java and this Spark install lives (None without a java).
+
+    The JVM maps an archive only for the class path it was made with, so two
+    installs of the same pyspark (two virtual environments) get one each.
+    """
     import pyspark
 
     java = _java()
@@ -55,7 +66,7 @@ def archive_path() -> Path | None:
         return None
     jvm = java.parent.parent / "lib" / "server" / "libjvm.so"
     stat = (jvm if jvm.exists() else java).stat()
-    key = hashlib.sha256(f"{java}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{java}|{stat.st_size}|{stat.st_mtime_ns}|{_spark_home()}".encode()).hexdigest()[:12]
     return cache_dir() / f"spark-{pyspark.__version__}-java-{key}.jsa"
 
 
