@@ -36,8 +36,10 @@ demo: setup
 	$(TM) generate --checkpoint $(DEMO)/run --prompt "The" --max-new-tokens 40
 	$(TM) report $(DEMO)/out --html $(DEMO)/card.html --run-log $(DEMO)/run
 
+# Two workers, a whole file each: one file's Spark jobs, imports and sleeps leave
+# a core idle about a quarter of the time, which the other file fills.
 test: setup browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf build .pytest_cache

@@ -92,14 +92,16 @@ def other_runs(corpus, tmp_path_factory):
     Spark jobs leave cores idle (JVM starts, driver-side work), so the three
     runs overlap well on two cores.
     """
+    from tokenmill import jvm_archive
     from tokenmill.standalone import local_cluster
 
     logs = tmp_path_factory.mktemp("standalone")
     # A cluster keeps Spark's 200 shuffle partitions unless told; 4 keeps this small run quick.
     # The master, workers and executors get the quick-start JVM options the local driver has
-    # (conftest). Given as --conf: a SPARK_CONF_DIR would go first on the driver's class path,
-    # where the JVM then maps no class archive.
-    java = os.environ.get("TOKENMILL_JAVA_OPTIONS", "")
+    # (conftest), and map the class archive too: their class path is the driver's. Given as
+    # --conf: a SPARK_CONF_DIR would go first on the driver's class path, where the JVM then
+    # maps no class archive.
+    java = " ".join([os.environ.get("TOKENMILL_JAVA_OPTIONS", ""), *jvm_archive.java_options()]).strip()
     conf = ["--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.executor.memory=1g",
             "--conf", f"spark.executor.extraJavaOptions={java}"]
     with local_cluster(logs, workers=2, cores=1, memory="1g", env=_cli_env(SPARK_DAEMON_JAVA_OPTS=java)) as url:

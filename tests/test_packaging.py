@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_IMPORTED = {
     "torchvision": "mosaicml-streaming imports it; pinned to the build that matches torch",
     "pytest-timeout": "a pytest plugin, configured in pyproject.toml",
+    "pytest-xdist": "a pytest plugin, make test runs the suite on two workers with it",
 }
 
 

@@ -161,9 +161,6 @@ def _free_port() -> int:
 
 def test_round_trip_two_ranks_resume(first, spark, tmp_path):
     out, manifest, _ = first
-    from streaming.base.util import clean_stale_shared_memory
-
-    clean_stale_shared_memory()
     script = tmp_path / "reader.py"
     script.write_text(READER)
     port = str(_free_port())
