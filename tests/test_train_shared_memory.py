@@ -11,11 +11,13 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 
 from tokenmill.train import loop
+from tokenmill.train.config import DataConfig
+from tokenmill.train.runlog import read_jsonl
 from tokenmill.train.fixture import write_fixture
 from tokenmill.train.fsdp import free_port
 from tokenmill.train.shared_memory import StreamingMemory
 
-from processes import shared_memory_of_others
+from processes import shared_memory_of, shared_memory_of_others
 from test_train_runs import streaming_segments
 from tiny_train import tiny_config
 
@@ -104,3 +106,46 @@ def test_a_lock_held_too_long_only_delays_the_run(monkeypatch, capsys):
         with shared_memory.one_registration_at_a_time():
             pass
     assert "opening the dataset without it" in capsys.readouterr().err
+
+
+HOLD_A_DATASET = """
+import sys
+from streaming import StreamingDataset
+dataset = StreamingDataset(local=sys.argv[1], batch_size=4)
+print("ready", flush=True)
+sys.stdin.read()  # a live run: holds its segments until the test lets go
+"""
+
+
+def test_the_sweep_frees_a_killed_runs_segments_and_spares_live_runs(tmp_path, one_rank):
+    from multiprocessing import shared_memory
+
+    from streaming.base.constant import LOCALS
+
+    shards = write_fixture(tmp_path / "shards", n_train=16, n_val=4, seq_len=16)
+    live = subprocess.Popen([sys.executable, "-c", HOLD_A_DATASET, str(Path(shards) / "train")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    stale = Path("/dev/shm", f"999990_{LOCALS}")
+    not_streamings = Path("/dev/shm", "999991_tokenmill_test")
+    try:
+        assert live.stdout.readline().strip() == "ready"
+        live_segments = shared_memory_of([live.pid])
+        assert live_segments
+        # A killed run's segment: made, then closed without unlink, so no process holds it.
+        killed = shared_memory.SharedMemory(name=stale.name, create=True, size=64)
+        killed.close()
+        resource_tracker.unregister(killed._name, "shared_memory")  # else this process unlinks it at exit
+        not_streamings.write_bytes(b"x")
+
+        trainer = loop.Trainer(tiny_config(shards, tmp_path / "run", max_steps=1, global_batch_size=4,
+                                           micro_batch_size=4, data=DataConfig(shards=str(shards))))
+        trainer.close()
+
+        assert not stale.exists() and not_streamings.exists()
+        assert all(Path("/dev/shm", name).exists() for name in live_segments), "a live run lost its memory"
+        freed = [e for e in read_jsonl(tmp_path / "run" / "events.jsonl") if e["event"] == "stale_shared_memory_freed"]
+        assert stale.name in freed[0]["segments"] and not set(freed[0]["segments"]) & live_segments
+    finally:
+        live.communicate("", timeout=60)
+        stale.unlink(missing_ok=True)
+        not_streamings.unlink(missing_ok=True)

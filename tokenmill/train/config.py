@@ -182,9 +182,8 @@ class DataConfig:
     # the data: a checkpoint from 2 ranks resumes on 1 with the same order.
     num_canonical_nodes: int = 1
     predownload: Optional[int] = None
-    # Free shared memory left by killed runs before starting. It frees every
-    # streaming segment on the machine: turn off when other streaming jobs
-    # share the machine (as tests do).
+    # Free the shared memory killed runs left before starting: streaming's
+    # segments of this user that no live process holds (other runs' stay).
     clean_stale_shm: bool = True
 
     def __post_init__(self):

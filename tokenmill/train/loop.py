@@ -30,7 +30,7 @@ from tokenmill.train.config import OptimConfig, TrainConfig
 from tokenmill.train.fsdp import Dist, build_model, init_distributed
 from tokenmill.train.model import document_layout, documents_from_ids, flops_per_token, lm_loss
 from tokenmill.train.runlog import RunLog, flat_params, peak_flops, read_jsonl
-from tokenmill.train.shared_memory import StreamingMemory
+from tokenmill.train.shared_memory import StreamingMemory, sweep_stale_segments
 
 # Fault drills and tests: sleep this many seconds after each step, so that a
 # SIGKILL sent from outside lands in the middle of a run.
@@ -78,11 +78,7 @@ class Trainer:
         data.set_local_topology()
         self.run_dir = cfg.run_path
         self.cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run_dir / "cache"
-        if cfg.data.clean_stale_shm:
-            from streaming.base.util import clean_stale_shared_memory
-
-            # Collective: every rank calls it; local rank 0 cleans, all wait.
-            clean_stale_shared_memory()
+        self.swept_shm = self._sweep_stale_shared_memory() if cfg.data.clean_stale_shm else []
         self.info = data.read_dataset_info(cfg.data.shards, self.cache_dir)
         # Starting from an open model: its config.json gives the architecture.
         self.base, self.model_cfg = base_model.resolve(cfg, self.info)
@@ -129,6 +125,16 @@ class Trainer:
             if self.base:
                 base_model.copy_metadata(self.base, self.run_dir)
         self.log = RunLog(self.run_dir, self.d.is_main, cfg.mlflow, _flat_params(cfg, self.model_cfg))
+        if self.swept_shm:
+            self.log.event("stale_shared_memory_freed", segments=self.swept_shm)
+
+    def _sweep_stale_shared_memory(self) -> list[str]:
+        """Local rank 0 unlinks the segments killed runs left on this machine (live runs'
+        stay); every rank waits, so none opens a dataset while the sweep runs."""
+        swept = sweep_stale_segments() if self.d.local_rank == 0 else []
+        if dist.is_initialized():
+            dist.barrier()
+        return swept
 
     def close(self) -> None:
         """Release the loaders' shared memory (a process may train again after this)."""

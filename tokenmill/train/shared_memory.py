@@ -105,3 +105,59 @@ class StreamingMemory:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+SHM_DIR = Path("/dev/shm")
+
+
+def _held_segments() -> set[str]:
+    """/dev/shm names that a live process of this user (any user, for root) has mapped or open."""
+    held: set[str] = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            maps = (proc / "maps").read_text()
+            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:  # gone, or another user's: their segments are not ours to unlink anyway
+            continue
+        for path in [line.split(maxsplit=5)[-1] for line in maps.splitlines() if "/dev/shm/" in line] + links:
+            if path.startswith("/dev/shm/"):
+                held.add(path[len("/dev/shm/"):].removesuffix(" (deleted)"))
+    return held
+
+
+def stale_segments() -> list[str]:
+    """streaming's segments (``NNNNNN_<name>``) of this user that no live process holds: a killed run's."""
+    from streaming.base.constant import SHM_TO_CLEAN
+
+    try:
+        entries = list(SHM_DIR.iterdir())
+    except OSError:
+        return []
+    # Listed before the processes are read: a segment made after the listing is not a candidate,
+    # and one made before it is held (mapped, or open by its maker) from the moment it exists.
+    candidates = []
+    for path in entries:
+        prefix, _, suffix = path.name.partition("_")
+        if len(prefix) == 6 and prefix.isdigit() and suffix in SHM_TO_CLEAN:
+            try:
+                if path.stat().st_uid == os.getuid():
+                    candidates.append(path.name)
+            except OSError:
+                continue
+    held = _held_segments()
+    return sorted(name for name in candidates if name not in held)
+
+
+def sweep_stale_segments() -> list[str]:
+    """Unlink the segments killed runs left behind, sparing every live run's; returns their names.
+
+    streaming's own ``clean_stale_shared_memory`` unlinks every segment it finds,
+    so a run that starts next to another (two notebooks on one node) would take
+    the live run's shared memory away.
+    """
+    swept = []
+    for name in stale_segments():
+        with contextlib.suppress(FileNotFoundError):
+            (SHM_DIR / name).unlink()
+            swept.append(name)
+    return swept
