@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+from tokenmill.train.shared_memory import live_pids, segments_held_by
+
 
 def descendants(pid: int) -> list[int]:
     """All processes below pid, whatever their session or process group.
@@ -64,26 +66,6 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def shared_memory_of(pids) -> set[str]:
-    """Names of the /dev/shm files these processes have mapped or open.
-
-    Another live training run on this machine has segments too, so a test
-    claims only the ones its own processes hold.
-    """
-    names: set[str] = set()
-    for pid in pids:
-        try:
-            maps = Path(f"/proc/{pid}/maps").read_text()
-            fds = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
-        except OSError:  # gone, or not ours to read
-            continue
-        for path in [line.split(maxsplit=5)[-1] for line in maps.splitlines() if "/dev/shm/" in line] + fds:
-            if path.startswith("/dev/shm/"):
-                names.add(path[len("/dev/shm/"):].removesuffix(" (deleted)"))
-    return names
-
-
 def shared_memory_of_others() -> set[str]:
     """/dev/shm names held by any live process other than this one."""
-    others = [int(p.name) for p in Path("/proc").glob("[0-9]*") if int(p.name) != os.getpid()]
-    return shared_memory_of(others)
+    return segments_held_by(pid for pid in live_pids() if pid != os.getpid())

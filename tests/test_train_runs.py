@@ -24,8 +24,9 @@ from tokenmill.train.checkpoint import complete_checkpoints, load_model_weights
 from tokenmill.train.fixture import write_fixture
 from tokenmill.train.model import GPT, ModelConfig
 from tokenmill.train.runlog import read_jsonl
+from tokenmill.train.shared_memory import segments_held_by
 
-from processes import descendants, kill_tree, shared_memory_of
+from processes import descendants, kill_tree
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 12
@@ -122,7 +123,7 @@ def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay
             break
         assert proc.poll() is None, "run ended before it could be killed"
         time.sleep(0.05)
-    held = shared_memory_of([proc.pid, *descendants(proc.pid)])  # this run's, not another test's
+    held = segments_held_by([proc.pid, *descendants(proc.pid)])  # this run's, not another test's
     # The ranks are not our children: wait until they are gone too, so the rerun
     # does not meet their shared memory while they still look alive.
     assert kill_tree(proc.pid) == [], "processes of the killed run are still alive"

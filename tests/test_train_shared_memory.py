@@ -12,12 +12,12 @@ from pathlib import Path
 
 from tokenmill.train import loop
 from tokenmill.train.config import DataConfig
-from tokenmill.train.runlog import read_jsonl
 from tokenmill.train.fixture import write_fixture
 from tokenmill.train.fsdp import free_port
-from tokenmill.train.shared_memory import StreamingMemory
+from tokenmill.train.runlog import read_jsonl
+from tokenmill.train.shared_memory import StreamingMemory, segments_held_by
 
-from processes import shared_memory_of, shared_memory_of_others
+from processes import shared_memory_of_others
 from test_train_runs import streaming_segments
 from tiny_train import tiny_config
 
@@ -129,7 +129,7 @@ def test_the_sweep_frees_a_killed_runs_segments_and_spares_live_runs(tmp_path, o
     not_streamings = Path("/dev/shm", "999991_tokenmill_test")
     try:
         assert live.stdout.readline().strip() == "ready"
-        live_segments = shared_memory_of([live.pid])
+        live_segments = segments_held_by([live.pid])
         assert live_segments
         # A killed run's segment: made, then closed without unlink, so no process holds it.
         killed = shared_memory.SharedMemory(name=stale.name, create=True, size=64)

@@ -110,14 +110,22 @@ class StreamingMemory:
 SHM_DIR = Path("/dev/shm")
 
 
-def _held_segments() -> set[str]:
-    """/dev/shm names that a live process of this user (any user, for root) has mapped or open."""
+def live_pids() -> list[int]:
+    return [int(proc.name) for proc in Path("/proc").glob("[0-9]*")]
+
+
+def segments_held_by(pids) -> set[str]:
+    """/dev/shm names that these processes have mapped or open.
+
+    A process that is gone, or another user's (unless we are root), is
+    skipped: that user's segments are not ours to unlink anyway.
+    """
     held: set[str] = set()
-    for proc in Path("/proc").glob("[0-9]*"):
+    for pid in pids:
         try:
-            maps = (proc / "maps").read_text()
-            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
-        except OSError:  # gone, or another user's: their segments are not ours to unlink anyway
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
             continue
         for path in [line.split(maxsplit=5)[-1] for line in maps.splitlines() if "/dev/shm/" in line] + links:
             if path.startswith("/dev/shm/"):
@@ -144,7 +152,7 @@ def stale_segments() -> list[str]:
                     candidates.append(path.name)
             except OSError:
                 continue
-    held = _held_segments()
+    held = segments_held_by(live_pids())
     return sorted(name for name in candidates if name not in held)
 
 
