@@ -186,9 +186,7 @@ def ran_04(spark, workspace, ran_03):
         "shards": shards,
         "run_dir": str(workspace["run"]),
         "max_steps": "4",
-        # Not streaming's stale-memory sweep: it unlinks every run's segments on this
-        # machine, live ones included (another test worker may be training).
-        "overrides": "log_every=1; eval_every=2; eval_batches=1; mlflow=false; data.clean_stale_shm=false",
+        "overrides": "log_every=1; eval_every=2; eval_batches=1; mlflow=false",
         "nproc": "1",
     }
     return run_notebook("04_train", spark, values)

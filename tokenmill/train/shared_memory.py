@@ -17,6 +17,11 @@ segments this process created) and drops that handler.
 the machine: streaming takes the lowest free shared-memory prefix, found and
 then created without a lock, so two runs that open a dataset at the same
 moment pick the same prefix and the second fails with FileExistsError.
+
+``sweep_stale_segments`` frees what killed runs left in /dev/shm at a run's
+start: only segments no live process holds. Processes this one cannot see
+(another PID namespace sharing /dev/shm) look absent, as they do to
+streaming's own cleaner, which frees every segment it finds.
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ SHM_DIR = Path("/dev/shm")
 
 
 def live_pids() -> list[int]:
+    """Every process this one can see."""
     return [int(proc.name) for proc in Path("/proc").glob("[0-9]*")]
 
 
