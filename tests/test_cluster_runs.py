@@ -98,12 +98,13 @@ def other_runs(corpus, tmp_path_factory):
     logs = tmp_path_factory.mktemp("standalone")
     # A cluster keeps Spark's 200 shuffle partitions unless told; 4 keeps this small run quick.
     # The master, workers and executors get the quick-start JVM options the local driver has
-    # (conftest), and map the class archive too: their class path is the driver's. Given as
-    # --conf: a SPARK_CONF_DIR would go first on the driver's class path, where the JVM then
-    # maps no class archive.
-    java = " ".join([os.environ.get("TOKENMILL_JAVA_OPTIONS", ""), *jvm_archive.java_options()]).strip()
+    # (conftest); the executors map the class archive too, as local_cluster's master and
+    # workers do: their class path is the driver's. Given as --conf: a SPARK_CONF_DIR would go
+    # first on the driver's class path, where the JVM then maps no class archive.
+    java = os.environ.get("TOKENMILL_JAVA_OPTIONS", "")
+    executor_java = " ".join([java, *jvm_archive.java_options()]).strip()
     conf = ["--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.executor.memory=1g",
-            "--conf", f"spark.executor.extraJavaOptions={java}"]
+            "--conf", f"spark.executor.extraJavaOptions={executor_java}"]
     with local_cluster(logs, workers=2, cores=1, memory="1g", env=_cli_env(SPARK_DAEMON_JAVA_OPTS=java)) as url:
         runs = {
             "connect": CliRun(["--remote", "local[2]"], corpus, tmp_path_factory.mktemp("connect") / "out"),

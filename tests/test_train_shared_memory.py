@@ -132,6 +132,7 @@ def test_the_sweep_frees_a_killed_runs_segments_and_spares_live_runs(tmp_path, o
         live_segments = segments_held_by([live.pid])
         assert live_segments
         # A killed run's segment: made, then closed without unlink, so no process holds it.
+        stale.unlink(missing_ok=True)  # left by a test run killed here before
         killed = shared_memory.SharedMemory(name=stale.name, create=True, size=64)
         killed.close()
         resource_tracker.unregister(killed._name, "shared_memory")  # else this process unlinks it at exit

@@ -69,11 +69,16 @@ def local_cluster(work_dir: str | Path, workers: int = 2, cores: int = 1, memory
     """Start the cluster, yield its ``spark://`` URL, stop every process afterwards.
 
     Logs go to ``work_dir/{master,worker<i>}.log``, executor folders to ``work_dir/work``.
+    The master and workers map this machine's Spark class archive (``tokenmill
+    jvm-archive``) when there is one: their class path is a local driver's.
     """
+    from tokenmill import jvm_archive
+
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    env = {**(env if env is not None else os.environ), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_WORKER_DIR": str(work / "work")}
+    env = dict(env if env is not None else os.environ)
+    daemon_options = " ".join([env.get("SPARK_DAEMON_JAVA_OPTS", ""), *jvm_archive.java_options()]).strip()
+    env.update(SPARK_LOCAL_IP="127.0.0.1", SPARK_WORKER_DIR=str(work / "work"), SPARK_DAEMON_JAVA_OPTS=daemon_options)
     port, ui_port = free_port(), free_port()
     url = f"spark://127.0.0.1:{port}"
     procs = [_spark_class(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
