@@ -24,7 +24,7 @@ from tokenmill.train.checkpoint import complete_checkpoints, load_model_weights
 from tokenmill.train.fixture import write_fixture
 from tokenmill.train.model import GPT, ModelConfig
 from tokenmill.train.runlog import read_jsonl
-from tokenmill.train.shared_memory import segments_held_by
+from tokenmill.train.shared_memory import segments_held_by, stale_segments
 
 from processes import descendants, kill_tree
 
@@ -113,7 +113,6 @@ def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay
     """Start ``tokenmill train`` with slow steps; once rank 0 is past ``after_step``,
     SIGKILL everything (launcher, torchrun, every rank). Needs record_sample_ids."""
     env = launcher_env(TOKENMILL_STEP_DELAY=delay)  # slow steps, so the kill lands mid-run
-    segments_before = streaming_segments()
     proc = subprocess.Popen(train_command(config, nproc), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
@@ -123,14 +122,16 @@ def kill_mid_run(config: Path, run_dir: Path, nproc: int, after_step: int, delay
             break
         assert proc.poll() is None, "run ended before it could be killed"
         time.sleep(0.05)
-    held = segments_held_by([proc.pid, *descendants(proc.pid)])  # this run's, not another test's
+    held = segments_held_by([proc.pid, *descendants(proc.pid)])  # its own, and any it walked
     # The ranks are not our children: wait until they are gone too, so the rerun
     # does not meet their shared memory while they still look alive.
     assert kill_tree(proc.pid) == [], "processes of the killed run are still alive"
     proc.wait()
     # What the killed ranks' exit handlers would have removed: else every later
     # dataset on this machine walks (and holds a descriptor for) their segments.
-    for name in (streaming_segments() - segments_before) & held:
+    # Only those no live process holds: the ranks also mapped the segments of any
+    # dataset open next to them (another test's), which must stay.
+    for name in set(stale_segments()) & held:
         Path("/dev/shm", name).unlink(missing_ok=True)
     assert not events(run_dir, "end"), "the run finished before the kill"
 
