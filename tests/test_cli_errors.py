@@ -42,7 +42,12 @@ def test_set_below_a_scalar_field(capsys, tmp_path):
     err = one_line_error(capsys, ["run", "--output", str(tmp_path / "o"), "--set", "etl.filters.min_words.x=1"])
     assert "--set etl.filters.min_words.x: etl.filters.min_words is not a section" in err
     err = one_line_error(capsys, ["run", "--output", str(tmp_path / "o"), "--set", "etl.nope.x=1"])
-    assert "--set: unknown field" in err
+    assert err.startswith("tokenmill run: error: etl.nope: unknown field; allowed: filters, ")
+    # An optional section that is unset starts empty, as in YAML; its own fields are named.
+    err = one_line_error(capsys, ["run", "--output", str(tmp_path / "o"), "--set", "chat.seq_len=1"])
+    assert err == "tokenmill run: error: chat.seq_len: must be at least 2, got 1"
+    err = one_line_error(capsys, ["run", "--output", str(tmp_path / "o"), "--set", "=1"])
+    assert "expected FIELD=VALUE" in err
 
 
 def test_missing_and_non_yaml_config_files(capsys, tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_cli_errors import one_line_error
 
 from tokenmill import cli, preflight
 from tokenmill.train.fixture import write_fixture
@@ -70,7 +71,8 @@ def test_good_shards_pass_every_item(shards, tmp_path, capsys):
     # 3 steps x 8 sequences x 16 tokens, on one A100 at $2/hour
     assert checks["estimate"][1].startswith("384 tokens, ")
     assert "on 1 x a100 at MFU 0.40" in checks["estimate"][1] and "at $2/GPU-hour" in checks["estimate"][1]
-    assert not any((tmp_path / "run").glob("preflight-*"))  # the dry checkpoint cleans up after itself
+    # The write probe and the dry checkpoint clean up after themselves, and make no run folders.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.yaml"]
     # The same checks as text, for people.
     assert cli.main(["preflight", "--train-config", str(config), "--shards", str(shards), "--run-dir",
                      str(tmp_path / "run"), "--nproc", "1", "--no-dry-checkpoint"]) == 0
@@ -86,6 +88,7 @@ def test_missing_shard_file_fails(copy, tmp_path, capsys):
     assert code == 1
     status, detail = checks["shards"]
     assert status == "fail" and detail.startswith(f"val: missing shard file {copy / 'val' / 'shard.00000.mds.zstd'}")
+    assert not (tmp_path / "run").exists()  # a failed preflight leaves no run folder behind
 
 
 def test_truncated_shard_and_wrong_counts_fail(copy, tmp_path, capsys):
@@ -187,6 +190,31 @@ def test_unreadable_config_is_one_failed_item(tmp_path, capsys):
     checks = preflight.run_checks(str(bad))
     assert [(c.name, c.status) for c in checks] == [("config", "fail")]
     assert "max_steps" in checks[0].detail and "must be >= 1" in checks[0].detail
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--nproc", "-1"], "--nproc must be >= 1, got -1"),
+    (["--expect-gpus", "-1"], "--expect-gpus: must be >= 0, got -1"),
+    (["--mfu", "1.5"], "--mfu: must be a number > 0 and at most 1, got 1.5"),
+    (["--usd-per-gpu-hour", "-2"], "--usd-per-gpu-hour: must be a number > 0, got -2.0"),
+    (["--min-free-gb", "-1"], "--min-free-gb: must be >= 0, got -1.0"),
+    (["--gpu", "h1000"], "--gpu: unknown GPU 'h1000'; choose one of "),
+])
+def test_bad_flags_are_one_line_before_any_check(shards, tmp_path, capsys, flags, message):
+    argv = ["preflight", "--train-config", str(train_config(tmp_path)), "--shards", str(shards),
+            "--run-dir", str(tmp_path / "run"), *flags]
+    assert one_line_error(capsys, argv).startswith(f"tokenmill preflight: error: {message}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_that_does_not_load_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "missing.yaml"
+    err = one_line_error(capsys, ["preflight", "--train-config", str(missing), "--run-dir", str(tmp_path / "run")])
+    assert err == f"tokenmill preflight: error: config file not found: {missing}"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_steps: 0\n")
+    err = one_line_error(capsys, ["preflight", "--train-config", str(bad)])
+    assert err == "tokenmill preflight: error: max_steps: must be >= 1, got 0"
 
 
 def test_base_model_checks_and_memory(shards, tmp_path, capsys):

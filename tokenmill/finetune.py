@@ -125,7 +125,9 @@ def options_from_args(args: argparse.Namespace) -> FinetuneOptions:
     for flag, path in (("--data-config", args.data_config), ("--train-config", args.train_config)):
         if path and not Path(path).is_file():
             raise UserError(f"{flag}: {path} not found")
-    if args.register_to:
+    if args.seq_len is not None and args.seq_len < 2:
+        raise UserError(f"--seq-len: must be at least 2, got {args.seq_len}")
+    if args.register_to is not None:  # '' is a mistake, not "do not register"
         check_registry_available(args.register_to)
     if args.gpu:
         from tokenmill.gpus import GPUS
@@ -160,10 +162,7 @@ def run_config(opts: FinetuneOptions):
         data.pop("chat", None)
         if opts.seq_len:
             data["tokenize"]["seq_len"] = opts.seq_len
-    try:
-        return replace(from_dict(RunConfig, data), parse_overrides(list(opts.data_set)))
-    except KeyError as exc:
-        raise UserError(f"--data-set: unknown field {exc.args[0]!r}") from None
+    return replace(from_dict(RunConfig, data), parse_overrides(list(opts.data_set)))
 
 
 def steps_for(opts: FinetuneOptions, train_windows: int, global_batch: int) -> int:
@@ -186,22 +185,41 @@ def train_config(opts: FinetuneOptions, train_windows: int):
         "optim.warmup_steps": min(cfg.optim.warmup_steps, steps // 5),
         "eval_every": max(1, steps // EVALS_PER_RUN),
     }
-    try:
-        cfg = replace(replace(cfg, fixed), parse_overrides(list(opts.train_set)))
-    except KeyError as exc:
-        raise UserError(f"--set: unknown field {exc.args[0]!r}") from None
+    cfg = replace(replace(cfg, fixed), parse_overrides(list(opts.train_set)))
     cfg.check_method()
     return cfg
+
+
+def check_before_data(opts: FinetuneOptions, run_cfg) -> None:
+    """What needs no data, checked before any Spark work: the packed length against
+    the model's context (its config.json only, no weights) and the trainer config
+    with its flags and --set (the step count is known once the shards are)."""
+    from tokenmill.train.config import AttentionConfig
+    from tokenmill.train.hf_adapter import model_config_from_hf
+    from tokenmill.train.hf_io import read_config
+
+    config_path = opts.model / "config.json"
+    hf = read_config(opts.model)
+    context = model_config_from_hf(hf, 1, AttentionConfig(), str(config_path)).context_len
+    field = "chat.seq_len" if run_cfg.is_chat else "tokenize.seq_len"
+    seq_len = run_cfg.chat.seq_len if run_cfg.is_chat else run_cfg.tokenize.seq_len
+    named = "--seq-len" if opts.seq_len == seq_len else field
+    window = hf.get("sliding_window") if hf.get("use_sliding_window", True) else None
+    for limit, what in ((context, "context"), (window, "sliding attention window")):
+        if limit and seq_len > limit:
+            raise UserError(f"{named}: {seq_len} is longer than the model's {what} ({limit} tokens in "
+                            f"{config_path}); pass --seq-len {limit} or less")
+    train_config(opts, train_windows=1)
 
 
 # --- steps of the run -------------------------------------------------------------------
 
 
 def run_data_stages(run_cfg):
-    from tokenmill.pipeline import _output_dir, run_stages
+    from tokenmill.pipeline import make_output_dir, run_stages
     from tokenmill.spark import get_spark
 
-    _output_dir(run_cfg)
+    make_output_dir(run_cfg)
     return run_stages(get_spark(), run_cfg, STAGES)
 
 
@@ -255,12 +273,12 @@ def train(cfg, opts: FinetuneOptions) -> None:
 
 
 def check_registry_available(name: str) -> None:
-    """--register-to needs MLflow and a name the registry takes: checked before any work."""
+    """--register-to needs a name the registry takes and MLflow: checked before any work."""
     from tokenmill.train import registry
 
-    registry.import_mlflow()
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")  # unset: the run dir's file store
     registry.check_model_name(name, registry.registry_uri(uri))
+    registry.import_mlflow()
     registry.check_store(uri)
 
 
@@ -277,6 +295,7 @@ def main(args: argparse.Namespace) -> int:
 
     opts = options_from_args(args)
     run_cfg = run_config(opts)
+    check_before_data(opts, run_cfg)
     manifest = run_data_stages(run_cfg)
     info = shards_info(opts)
     cfg = train_config(opts, int(info.splits["train"]["sequences"]))

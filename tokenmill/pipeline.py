@@ -154,7 +154,7 @@ def is_up_to_date(ctx: StageContext, stage: str) -> bool:
 
 
 def run_stages(spark, cfg: RunConfig, stages: list[str], force: bool = False) -> Manifest:
-    out = _output_dir(cfg)
+    out = make_output_dir(cfg)
     manifest = Manifest.load(locations.local_dir(out))
     manifest.meta.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     ctx = StageContext(spark=spark, cfg=cfg, out=out, manifest=manifest)
@@ -196,13 +196,70 @@ def vacuum_outputs(ctx: StageContext, rec: StageRecord, names: tuple[str, ...]) 
             rec.outputs[name] = ctx.signature(name)
 
 
-def _output_dir(cfg: RunConfig) -> str:
+def check_output(cfg: RunConfig) -> str:
+    """The output location, checked without creating anything."""
     if not cfg.output:
         raise UserError("no output given: pass --output OUT (or set output: in the config)")
-    out = cfg.output
-    # manifest.json and tokenizer.json are plain files
+    locations.local_dir(cfg.output)  # a location plain file calls can open
+    return cfg.output
+
+
+def make_output_dir(cfg: RunConfig) -> str:
+    """The output folder, created (manifest.json and tokenizer.json are plain files)."""
+    out = check_output(cfg)
     locations.make_writable_dir(locations.local_dir(out), "output folder")
     return out
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """Every raw input that is a path on this machine exists (catalog tables and
+    object stores are left to ingest, which reads them with Spark)."""
+    if not cfg.inputs:
+        raise UserError("no input given: pass --input PATH (or set inputs: in the config)")
+    for spec in cfg.inputs:
+        mounted = locations.fuse_path(spec.path)
+        path = str(mounted) if mounted is not None else locations.strip_file_scheme(spec.path)
+        exists = not locations.is_remote(path) and Path(path).exists()
+        if spec.format == "table" or (spec.format == "auto" and not exists and tables.is_catalog_name(path)):
+            continue
+        if locations.is_remote(path):
+            if spec.format == "delta":
+                continue
+            raise UserError(f"input {spec.path}: files are listed and read on this machine, so give a local, "
+                            "file:// or /Volumes/... path (an object-store Delta table works with format: delta)")
+        if not exists:
+            raise UserError(f"input not found: {spec.path} (check the path, or give a catalog table as "
+                            "catalog.schema.table)")
+
+
+def check_stage_order(cfg: RunConfig, stages: list[str], flag: bool) -> None:
+    """Each selected stage reads a table that an earlier selected stage writes, or
+    that is already in the output (tables in a catalog are left to Spark to find).
+
+    ``flag``: the stages came from ``--stages`` (the message says to add one there).
+    """
+    if cfg.catalog_schema:
+        return
+    writers = {table: name for name in STAGES for table in stage_spec(name).outputs}
+    for name in stages:
+        spec = stage_spec(name)
+        earlier = stages[: stages.index(name)]
+        if not spec.inputs or any(writers[t] in earlier or _table_exists(cfg, t) for t in spec.inputs):
+            continue
+        producers = list(dict.fromkeys(writers[t] for t in spec.inputs))
+        first = min(producers, key=list(STAGES).index)
+        reads = " or ".join(f"the {t} table" for t in spec.inputs)
+        if len(producers) == 1:
+            who = f"which {first} writes, and {cfg.output} has none yet"
+        else:
+            who = f"which {' or '.join(producers)} write, and {cfg.output} has neither yet"
+        where = "--stages: " if flag else ""
+        hint = " (add it to --stages)" if flag else ""
+        raise UserError(f"{where}{name} reads {reads}, {who}: run {first} first{hint}")
+
+
+def _table_exists(cfg: RunConfig, name: str) -> bool:
+    return locations.local_path(tables.stage_location(cfg.output, name)).exists()
 
 
 # --- command line -----------------------------------------------------------------
@@ -235,20 +292,23 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         overrides["inputs"] = [{"path": p} for p in args.input]
     if args.output:
         overrides["output"] = args.output
-    try:
-        return load_run_config(args.config, overrides)
-    except KeyError as exc:
-        raise UserError(f"--set: unknown field {exc.args[0]!r}") from None
+    return load_run_config(args.config, overrides)
 
 
-def run_command(args: argparse.Namespace, stages: list[str]) -> int:
+def run_command(args: argparse.Namespace, stages: list[str], from_flag: bool = False) -> int:
+    """Check everything that needs no data, then create the output and start Spark.
+
+    A failed check creates nothing: no output folder, no Spark session.
+    """
     from tokenmill.spark import get_spark, parse_conf
 
     cfg = config_from_args(args)
     conf = parse_conf(getattr(args, "conf", []))
-    _output_dir(cfg)  # fail fast, before Spark starts
-    if "etl" in stages and not cfg.inputs:
-        raise UserError("no input given: pass --input PATH (or set inputs: in the config)")
+    check_output(cfg)
+    if "etl" in stages:
+        check_inputs(cfg)
+    check_stage_order(cfg, stages, from_flag)
+    make_output_dir(cfg)
     spark = get_spark(master=getattr(args, "master", None), remote=getattr(args, "remote", None), conf=conf)
     run_stages(spark, cfg, stages, force=args.force)
     return 0
@@ -279,4 +339,4 @@ def main(args: argparse.Namespace) -> int:
     if unknown or not stages:
         raise UserError(f"--stages: unknown stage {unknown[0] if unknown else '(none)'}; allowed: {', '.join(STAGES)}")
     ordered = [s for s in STAGES if s in stages]
-    return run_command(args, ordered)
+    return run_command(args, ordered, from_flag=True)

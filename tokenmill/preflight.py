@@ -27,6 +27,8 @@ The exit status is 1 when any item fails, so a job can stop before training.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -34,7 +36,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -65,6 +66,23 @@ class Options:
     usd_per_gpu_hour: Optional[float] = None
     min_free_gb: Optional[float] = None
     dry_checkpoint: bool = True
+
+    def __post_init__(self):
+        """The flags, checked before any item runs (a bad one is a UserError, not a failed item)."""
+        from tokenmill.gpus import GPUS
+
+        if self.nproc < 1:
+            raise UserError(f"--nproc must be >= 1, got {self.nproc}")
+        if self.expect_gpus < 0:
+            raise UserError(f"--expect-gpus: must be >= 0, got {self.expect_gpus}")
+        if self.gpu is not None and self.gpu not in GPUS:
+            raise UserError(f"--gpu: unknown GPU {self.gpu!r}; choose one of {', '.join(GPUS)}")
+        if not (0 < self.mfu <= 1):
+            raise UserError(f"--mfu: must be a number > 0 and at most 1, got {self.mfu}")
+        if self.usd_per_gpu_hour is not None and not (0 < self.usd_per_gpu_hour < math.inf):
+            raise UserError(f"--usd-per-gpu-hour: must be a number > 0, got {self.usd_per_gpu_hour}")
+        if self.min_free_gb is not None and not (0 <= self.min_free_gb < math.inf):
+            raise UserError(f"--min-free-gb: must be >= 0, got {self.min_free_gb}")
 
 
 class Preflight:
@@ -104,8 +122,6 @@ class Preflight:
 
     def check_config(self) -> tuple[Status, str]:
         cfg, nproc = self.cfg, self.options.nproc
-        if nproc < 1:
-            return "fail", f"--nproc must be >= 1, got {nproc}"
         accum = cfg.grad_accum(nproc)
         return "pass", (
             f"{cfg.max_steps:,} steps x {cfg.global_batch_size} sequences; {nproc} rank(s) x "
@@ -247,19 +263,20 @@ class Preflight:
         return count_params(self.model_cfg)
 
     def check_checkpoint_dir(self) -> tuple[Status, str]:
+        """Writes, fsyncs and renames a file in a temporary folder next to where the
+        checkpoints go (in the nearest folder that exists), then removes that folder:
+        preflight creates none of the run's folders."""
         root = self.cfg.run_path / "checkpoints"
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            probe = root / f".preflight-{uuid.uuid4().hex[:8]}"
-            with open(probe.with_suffix(".tmp"), "wb") as f:
-                f.write(b"x" * 4096)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(probe.with_suffix(".tmp"), probe)  # checkpoints are renamed into place
-            probe.unlink()
+            with probe_dir(root) as probe:
+                with open(probe / "probe.tmp", "wb") as f:
+                    f.write(b"x" * 4096)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.rename(probe / "probe.tmp", probe / "probe")  # checkpoints are renamed into place
+                free = shutil.disk_usage(probe).free
         except OSError as exc:
             return "fail", f"cannot write checkpoints under {root}: {exc.strerror or exc}"
-        free = shutil.disk_usage(root).free
         params = self._params()
         keep = self.cfg.checkpoint.keep_last
         if params is None:
@@ -274,7 +291,7 @@ class Preflight:
             return "fail", f"{root}: {_gb(free)} free, need {_gb(need)} for {what}"
         from tokenmill.train import checkpoint
 
-        latest = checkpoint.latest_checkpoint(root)
+        latest = checkpoint.latest_checkpoint(root) if root.is_dir() else None
         resume = ""
         if latest is not None and self.cfg.checkpoint.autoresume:
             resume = f"; will resume from {latest.name}"
@@ -291,11 +308,8 @@ class Preflight:
 
         if dist.is_initialized():
             return "skip", "a process group is already running in this process"
-        root = self.cfg.run_path / f"preflight-{uuid.uuid4().hex[:8]}"
-        try:
+        with probe_dir(self.cfg.run_path / "checkpoints") as root:
             return dry_checkpoint(self.model_cfg, root, self._params() or 0)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
     # --- 7. time and cost -------------------------------------------------------------
 
@@ -404,6 +418,23 @@ class Preflight:
             return "warn", detail + (f"; --nproc {self.options.nproc} > GPUs here: fine across nodes "
                                      f"(--spark), otherwise ranks would share a GPU")
         return "pass", detail
+
+
+@contextlib.contextmanager
+def probe_dir(target: Path):
+    """A new temporary folder in the nearest existing folder on the way to ``target``
+    (the same filesystem ``target`` will be on), removed afterwards with all it holds.
+    Nothing else is created or removed. OSError when that folder cannot be written."""
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    path = Path(tempfile.mkdtemp(prefix=".tokenmill-preflight-", dir=existing))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def dry_checkpoint(model_cfg, root: Path, params: int) -> tuple[Status, str]:
@@ -543,16 +574,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
 
+def load_train_config(train_config: str, shards: Optional[str] = None, run_dir: Optional[str] = None,
+                      max_steps: Optional[int] = None, init_from: Optional[str] = None):
+    """The trainer config with the flags applied; UserError when it does not load."""
+    from tokenmill.config import replace
+    from tokenmill.train.config import load_config
+
+    return replace(load_config(train_config), {"data.shards": shards, "run_dir": run_dir, "max_steps": max_steps,
+                                               "init_from": init_from})
+
+
 def run_checks(train_config: str, shards: Optional[str] = None, run_dir: Optional[str] = None,
                max_steps: Optional[int] = None, options: Options = Options(),
                init_from: Optional[str] = None) -> list[Check]:
     """The checklist as data (for notebooks and jobs). A config that does not load is one failed item."""
-    from tokenmill.config import replace
-    from tokenmill.train.config import load_config
-
     try:
-        cfg = replace(load_config(train_config), {"data.shards": shards, "run_dir": run_dir, "max_steps": max_steps,
-                                                  "init_from": init_from})
+        cfg = load_train_config(train_config, shards, run_dir, max_steps, init_from)
     except UserError as exc:
         return [Check("config", "fail", str(exc))]
     return Preflight(cfg, options).run()
@@ -577,7 +614,9 @@ def main(args: argparse.Namespace) -> int:
     options = Options(nproc=nproc, expect_gpus=args.expect_gpus, gpu=args.gpu, mfu=args.mfu,
                       usd_per_gpu_hour=args.usd_per_gpu_hour, min_free_gb=args.min_free_gb,
                       dry_checkpoint=not args.no_dry_checkpoint)
-    checks = run_checks(args.train_config, args.shards, args.run_dir, args.max_steps, options, args.init_from)
+    # Bad flags and a config that does not load are one line and exit 2, as in every command.
+    cfg = load_train_config(args.train_config, args.shards, args.run_dir, args.max_steps, args.init_from)
+    checks = Preflight(cfg, options).run()
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:

@@ -71,20 +71,45 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
 
 
 def replace(obj: T, overrides: dict[str, Any]) -> T:
-    """Return a copy of ``obj`` with dotted-path overrides (from CLI flags)."""
+    """Return a copy of ``obj`` with dotted-path overrides (from CLI flags).
+
+    Every name on the path is checked against the dataclass at its level, so an
+    unknown field or section is a ConfigError listing the names allowed there.
+    An optional section that is unset (``chat: null``) starts empty, as in YAML.
+    A None value leaves the field as it is (a flag that was not given).
+    """
     data = to_dict(obj)
     for dotted, value in overrides.items():
-        if value is None:
-            continue
-        node = data
+        node, cls = data, type(obj)
         parts = dotted.split(".")
-        for i, part in enumerate(parts[:-1]):
-            node = node[part]
-            if not isinstance(node, dict):
-                section = ".".join(parts[: i + 1])
-                raise UserError(f"--set {dotted}: {section} is not a section (it holds a single value)")
-        node[parts[-1]] = value
+        for i, part in enumerate(parts):
+            where = ".".join(parts[: i + 1])
+            if cls is not None:
+                fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+                if part not in fields:
+                    raise ConfigError(where, f"unknown field; allowed: {', '.join(sorted(fields))}")
+                cls = section_type(get_type_hints(cls)[part])
+            if i == len(parts) - 1:
+                if value is not None:
+                    node[part] = value
+                break
+            child = node.get(part)
+            if child is None and cls is not None:
+                child = {}
+                if value is not None:
+                    node[part] = child
+            if not isinstance(child, dict):
+                raise UserError(f"--set {dotted}: {where} is not a section (it holds a single value)")
+            node = child
     return from_dict(type(obj), data)
+
+
+def section_type(hint: Any) -> type | None:
+    """The dataclass a field holds (also when optional), else None."""
+    if get_origin(hint) in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        hint = options[0] if len(options) == 1 else None
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
 
 
 def to_dict(obj: Any) -> Any:
@@ -119,6 +144,8 @@ def _convert(hint: Any, value: Any, field: str) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error, naming the field inside it
+            return _convert(options[0], value, field)
         errors = []
         for option in options:
             try:
@@ -178,5 +205,7 @@ def parse_overrides(items) -> dict[str, Any]:
         if "=" not in item:
             raise UserError(f"override {item!r}: expected FIELD=VALUE")
         key, value = item.split("=", 1)
+        if not all(part.strip() for part in key.split(".")):
+            raise UserError(f"override {item!r}: expected FIELD=VALUE, FIELD a dotted name like optim.lr")
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides

@@ -1,13 +1,14 @@
 """``tokenmill generate``: sample a continuation of a prompt, for quick looks.
 
 ``--checkpoint`` takes a Hugging Face folder (``tokenmill export``'s, or an
-open model's), a run dir or a checkpoint dir. Sampling: temperature and
-top-k; stops at EOS.
+open model's), a run dir or a checkpoint dir. Sampling: temperature
+(0: greedy) and top-k (0: no cut); stops at EOS.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from tokenmill.errors import UserError
@@ -16,10 +17,20 @@ from tokenmill.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="export dir, run dir or checkpoint dir")
     parser.add_argument("--prompt", required=True)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
-    parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="at most this many tokens (>= 1)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy; higher: more varied")
+    parser.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens; 0: all")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int) -> None:
+    """The sampling flags, checked before any checkpoint is loaded."""
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens: must be >= 1, got {max_new_tokens}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise UserError(f"--temperature: must be >= 0 (0: greedy), got {temperature}")
+    if top_k < 0:
+        raise UserError(f"--top-k: must be >= 0 (0: no top-k cut), got {top_k}")
 
 
 def load(path: Path):
@@ -90,6 +101,7 @@ def sample(model, prompt_ids: list[int], max_new_tokens: int, temperature: float
 
 
 def main(args: argparse.Namespace) -> int:
+    check_sampling(args.max_new_tokens, args.temperature, args.top_k)
     path = Path(args.checkpoint)
     if not path.exists():
         raise UserError(f"--checkpoint {path} does not exist")
