@@ -14,6 +14,7 @@ NOT_IMPORTED = {
     "torchvision": "mosaicml-streaming imports it; pinned to the build that matches torch",
     "pytest-timeout": "a pytest plugin, configured in pyproject.toml",
     "pytest-xdist": "a pytest plugin, make test runs the suite on two workers with it",
+    "build": "run as a command (python -m build): the tests build the wheel the way the bundle does",
 }
 
 

@@ -12,7 +12,8 @@ import argparse
 import importlib
 import sys
 
-from tokenmill.errors import UserError
+from tokenmill import interrupts
+from tokenmill.errors import UserError, user_error_from_worker
 
 # command -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -65,14 +66,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
+    interrupts.install()
     try:
         return int(module.main(args) or 0)
     except UserError as exc:
         print(f"tokenmill {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"tokenmill {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except BaseException as exc:
+        if interrupts.interrupted() or isinstance(exc, KeyboardInterrupt):
+            # Whatever the interrupted call raised (py4j breaks mid-call): the user asked to stop.
+            interrupts.stop_spark_quietly()
+            print(f"tokenmill {args.command}: interrupted; rerun to continue", file=sys.stderr)
+            return 130
+        message = user_error_from_worker(exc)
+        if message is None:
+            raise
+        print(f"tokenmill {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

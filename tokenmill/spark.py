@@ -20,7 +20,7 @@ import os
 import sys
 import warnings
 
-from tokenmill import jvm_archive
+from tokenmill import interrupts, jvm_archive
 from tokenmill.errors import UserError
 
 
@@ -58,6 +58,7 @@ def get_spark(app_name: str = "tokenmill", cores: int | None = None, *, master: 
         # static ones (driver memory, UI): those already took effect at server start.
         warnings.simplefilter("ignore", UserWarning)
         spark = builder.appName(app_name).getOrCreate()
+    interrupts.reinstall()
     _quiet_logs(spark, remote)
     return spark
 
@@ -74,16 +75,33 @@ def parse_conf(pairs: list[str]) -> dict[str, str]:
     return conf
 
 
+# A task's failure comes back to the driver as the job's exception, with the
+# Python worker's traceback in it: tokenmill prints it (one line for a user's
+# error). These loggers would print the same traceback again, inside Java's.
+TASK_FAILURE_LOGGERS = (
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.sql.execution.datasources.FileFormatWriter",
+)
+
+
 def _quiet_logs(spark, remote: str | None) -> None:
-    """Errors only in the logs of the JVM this process runs (none for a remote server)."""
+    """Errors only in the logs of the JVM this process runs (none for a remote server),
+    and task failures only once, from the driver's exception."""
     if not is_connect(spark):
-        spark.sparkContext.setLogLevel("ERROR")
+        context = spark.sparkContext
     elif remote is not None and remote.startswith("local"):
         from pyspark import SparkContext
 
-        server = SparkContext._active_spark_context  # the local Connect server's own driver
-        if server is not None:
-            server.setLogLevel("ERROR")
+        context = SparkContext._active_spark_context  # the local Connect server's own driver
+    else:
+        return
+    if context is None:
+        return
+    context.setLogLevel("ERROR")
+    log4j = context._jvm.org.apache.logging.log4j
+    for name in TASK_FAILURE_LOGGERS:
+        log4j.core.config.Configurator.setLevel(name, log4j.Level.OFF)
 
 
 def _active_session(SparkSession, connect: bool):
@@ -124,6 +142,12 @@ def _our_settings(where: str, cores: int) -> dict[str, str]:
         # (2.4 of 17 JVM CPU-seconds in etl on 300 MB of source code).
         "spark.sql.inMemoryColumnarStorage.compressed": "false",
         "spark.driver.extraJavaOptions": _driver_java_options(where),
+        # Python workers start as `python -m pyspark.daemon` in the driver's working
+        # directory, which `-m` puts first on sys.path: run from a source checkout (or
+        # any folder holding a `tokenmill/`), the workers imported that folder's code
+        # instead of the installed package. PYTHONSAFEPATH (Python 3.11+) leaves the
+        # working directory off sys.path.
+        "spark.executorEnv.PYTHONSAFEPATH": "1",
     }
     if where.startswith("sc://"):  # a running server: its machine is sized by whoever started it
         return settings
