@@ -30,6 +30,7 @@ import json
 import random
 from pathlib import Path
 
+from tokenmill import safe_output
 from tokenmill.errors import UserError
 from tokenmill.sample import codegen, pii, plants, prose
 from tokenmill.sample import words as W
@@ -352,9 +353,16 @@ def write_sample(out_dir: str | Path, seed: int = 0, n_docs: int | None = None) 
     n_docs = DEFAULT_N_DOCS if n_docs is None else n_docs
     if n_docs < MIN_N_DOCS:
         raise UserError(f"--n-docs: must be at least {MIN_N_DOCS} (the planted documents alone need that many), got {n_docs}")
-    out = Path(out_dir)
-    _prepare(out)
+    target = check_out_dir(out_dir)
+    with safe_output.staged_folder(target) as staging:
+        truth = _write_corpus(staging, seed, n_docs)
+        check_out_dir(out_dir)  # again: files may have appeared in it meanwhile
+    return truth
 
+
+def _write_corpus(out: Path, seed: int, n_docs: int) -> dict:
+    for s in SOURCES:
+        (out / s).mkdir()
     used_paths: set[str] = set()
     exact_docs, exact = _exact_clusters(_rng(seed, "exact"))
     near_docs, near = _near_clusters(_rng(seed, "near"))
@@ -434,21 +442,22 @@ def _cluster(i: int, members: list[dict]) -> dict:
     return {"cluster": i, "docs": [_ref(m) for m in members]}
 
 
-def _prepare(out: Path) -> None:
-    """Refuse to mix with other files: the directory must be new, empty, or an earlier sample."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"OUT_DIR: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / "planted.json").exists():
-        raise UserError(f"OUT_DIR: {out} is not empty and holds no earlier sample; choose a new directory")
-    if (out / "planted.json").exists():
-        import shutil
+def check_out_dir(out_dir: str | Path) -> Path:
+    """OUT_DIR resolved, when it is new, empty, or an earlier sample and nothing else (see safe_output)."""
+    return safe_output.check_output_folder(out_dir, "OUT_DIR", "sample", is_sample)
 
-        shutil.rmtree(out)
+
+def is_sample(folder: Path) -> bool:
+    """Whether ``folder`` holds exactly the files of the sample its planted.json describes."""
     try:
-        for s in SOURCES:
-            (out / s).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"OUT_DIR: cannot create {out}: {exc.strerror}") from None
+        truth = json.loads((folder / "planted.json").read_text(encoding="utf-8"))
+        files = {"planted.json"} | {f for s in truth["sources"].values() for f in s["files"]}
+        files |= {b["path"] for b in truth["bad_files"]}
+        folders = {str(parent) for f in files for parent in Path(f).parents if str(parent) != "."}
+        found = {str(p.relative_to(folder)): p.is_dir() for p in folder.rglob("*")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return all((name in folders) if is_dir else (name in files) for name, is_dir in found.items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

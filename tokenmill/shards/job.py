@@ -17,24 +17,24 @@ Its old releases, which only read raw int64 bytes, cannot.
 
 Everything is written into a staging folder next to S, which then replaces
 S, so a rerun (or a run killed midway and restarted) never leaves a mix of
-old and new shards. Remote outputs are uploaded (by streaming's uploaders,
-the only use of streaming here) as they are written, and dataset.json goes
-up last.
+old and new shards. S must be new, empty or earlier shards (its dataset.json
+and nothing at its top but the files above): a folder of other files is
+refused before any work, never replaced (``check_output``). Remote outputs
+are uploaded (by streaming's uploaders, the only use of streaming here) as
+they are written, and dataset.json goes up last.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from tokenmill import locations, pipeline, tables
+from tokenmill import locations, pipeline, safe_output, tables
 from tokenmill import spark as session
 from tokenmill.errors import UserError
 from tokenmill.facts import ShardsFacts, TokenizeFacts
@@ -69,20 +69,40 @@ def tokenize_facts(ctx) -> tuple[TokenizeFacts, Path]:
     return facts, path
 
 
+# What a shards folder holds at its top (both variants); streaming adds files only inside the splits.
+SHARDS_ENTRIES = frozenset({*SPLITS, "dataset.json", "tokenizer.json", "tokenizer_config.json"})
+
+
+def is_shards(folder: Path) -> bool:
+    """Whether ``folder`` holds shards this stage (or the chat variant) wrote, and nothing else at its top."""
+    from tokenmill.train.data import FORMAT as TEXT_FORMAT, SFT_FORMAT
+
+    try:
+        dataset = json.loads((folder / "dataset.json").read_text())
+        names = {p.name for p in folder.iterdir()}
+    except (OSError, ValueError):
+        return False
+    ours = isinstance(dataset, dict) and dataset.get("format") in (TEXT_FORMAT, SFT_FORMAT)
+    return ours and names <= SHARDS_ENTRIES
+
+
+def check_output(final: Path) -> Path:
+    """The shards folder resolved, when it is new, empty or earlier shards (never a folder of other files)."""
+    return safe_output.check_output_folder(final, "shards folder", "shards output", is_shards)
+
+
 def _clear_stale(final: Path) -> None:
-    """Remove staging/old folders left by a killed run."""
-    for p in final.parent.glob(f".{final.name}.staging-*"):
+    """Check the shards folder, then remove the staging/old folders a killed run left beside it."""
+    check_output(final)
+    for p in final.parent.glob(f".{final.name}.{safe_output.STAGING}-*"):
         shutil.rmtree(p, ignore_errors=True)
-    for p in final.parent.glob(f".{final.name}.old-*"):
+    for p in final.parent.glob(f".{final.name}.{safe_output.OLD}-*"):
         shutil.rmtree(p, ignore_errors=True)
 
 
 def _swap(staging: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        os.rename(final, old)
-    os.rename(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Staging in for the shards folder, checked again: only earlier shards are ever replaced."""
+    safe_output.replace_folder(staging, check_output(final))
 
 
 def output_signature(ctx, final: Path) -> dict:
@@ -103,7 +123,7 @@ def run(ctx) -> StageRecord:
     final, remote = shard_locations(ctx)
     final.parent.mkdir(parents=True, exist_ok=True)
     _clear_stale(final)
-    staging = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")
+    staging = safe_output.sibling(final, safe_output.STAGING)
 
     seqs = ctx.read(INPUT)
     n = tables.row_count(ctx.spark, ctx.location(INPUT))

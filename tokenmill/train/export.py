@@ -10,6 +10,13 @@ Llama (rope + rmsnorm + swiglu) or MPT (alibi + layernorm + gelu).
 
 Runs in one process on CPU: the sharded checkpoint of any number of ranks is
 read one output file at a time, so memory holds one file's tensors.
+
+The folder is written beside ``--out`` and swapped in when complete, with a
+marker (``tokenmill_export.json``: the run, the checkpoint, the files) by
+which a later export recognises it. ``--out`` may be new, empty, or (with
+``--overwrite``) an earlier export of the same run; the run folder, the base
+model folder, the working directory and other folders of files are refused
+(see tokenmill.safe_output).
 """
 
 from __future__ import annotations
@@ -18,13 +25,21 @@ import argparse
 import json
 from pathlib import Path
 
+from tokenmill import safe_output
 from tokenmill.errors import UserError
 from tokenmill.train.config import ExportConfig, parse_size
+
+MARKER = "tokenmill_export.json"
+MARKER_FORMAT = "tokenmill-export-v1"
+# Where the trainer exports by default (export_hf): the only folders inside a run an export may write.
+RUN_EXPORT_FOLDERS = ("hf", "adapter")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="run dir, or run_dir/checkpoints/step_N")
-    parser.add_argument("--out", required=True, help="output dir (replaced if it exists)")
+    parser.add_argument("--out", required=True,
+                        help="output dir: new, empty, or an earlier export of this run (with --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export of this run in --out")
     parser.add_argument("--format", choices=["hf", "peft"], default="hf",
                         help="hf: a Hugging Face model folder; peft: a LoRA run's adapter (PEFT format)")
     parser.add_argument("--merge", action="store_true", help="LoRA runs, --format hf: merge the adapters into the weights")
@@ -62,10 +77,43 @@ def load_from_checkpoint(path: Path):
     return model.eval(), state
 
 
+def is_export_of(folder: Path, run_dir: Path) -> bool:
+    """Whether ``folder`` holds an export of ``run_dir`` and nothing else (its marker lists every file)."""
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+        names = {p.name for p in folder.iterdir()}
+        return (marker.get("format") == MARKER_FORMAT and marker.get("run_dir") == str(run_dir.resolve())
+                and names <= set(marker.get("files", [])) | {MARKER})
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
+def check_out(out: Path, run_dir: Path, state: dict, overwrite: bool) -> Path:
+    """The resolved export folder, when writing it replaces nothing but an earlier export of this run."""
+    protected = {"the run folder": run_dir}
+    init_from = (state.get("base") or {}).get("init_from")
+    if init_from:
+        protected["the run's base model folder"] = Path(init_from)
+    return safe_output.check_output_folder(
+        out, "--out", "export of this run", lambda folder: is_export_of(folder, run_dir), overwrite,
+        "--overwrite", protected, allowed=[run_dir / name for name in RUN_EXPORT_FOLDERS])
+
+
+def write_marker(folder: Path, run_dir: Path, checkpoint: Path, fmt: str) -> None:
+    files = sorted(p.name for p in folder.iterdir())
+    marker = {"format": MARKER_FORMAT, "run_dir": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
+              "export": fmt, "files": files + [MARKER]}
+    (folder / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
 def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig(), fmt: str = "hf",
-           merge: bool = False) -> Path:
-    from tokenmill.train import hf_adapter, hf_io
-    from tokenmill.train.base_model import BASE_DIR
+           merge: bool = False, overwrite: bool = True) -> Path:
+    """Export a checkpoint (or a run's latest) to ``out``; returns ``out`` resolved.
+
+    ``out`` is checked first (``check_out``); ``overwrite`` lets it replace an
+    earlier export of this run: the trainer's own export does, the
+    command asks for ``--overwrite``.
+    """
     from tokenmill.train.checkpoint import read_trainer_state, resolve_checkpoint
     from tokenmill.train.config import ModelConfig
     from tokenmill.typed_config import from_dict
@@ -74,7 +122,6 @@ def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig(), 
     state = read_trainer_state(ckpt)
     model_cfg = from_dict(ModelConfig, state["model_config"])
     run_dir = run_dir_of(ckpt)
-    base = state.get("base")
     lora = model_cfg.lora is not None
     if fmt == "peft" and not lora:
         raise UserError("--format peft exports LoRA adapters; this run trained every weight: use --format hf")
@@ -83,6 +130,21 @@ def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig(), 
                         "or merged into the base weights with --format hf --merge")
     if merge and not lora:
         raise UserError("--merge applies to LoRA runs; this run trained every weight")
+    target = check_out(out, run_dir, state, overwrite)
+    with safe_output.staged_folder(target) as staging:
+        _write(staging, ckpt, state, model_cfg, fmt, options)
+        write_marker(staging, run_dir, ckpt, fmt)
+        check_out(out, run_dir, state, overwrite)  # again: files may have appeared in it meanwhile
+    return target
+
+
+def _write(out: Path, ckpt: Path, state: dict, model_cfg, fmt: str, options: ExportConfig) -> None:
+    from tokenmill.train import hf_adapter, hf_io
+    from tokenmill.train.base_model import BASE_DIR
+
+    run_dir = run_dir_of(ckpt)
+    base = state.get("base")
+    lora = model_cfg.lora is not None
     if base:
         family, base_dtype = base["family"], base["dtype"]
         base_dir = run_dir / BASE_DIR
@@ -97,13 +159,14 @@ def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig(), 
         base_root = lora_export.check_base(state)
         if fmt == "peft":
             dtype = hf_io.export_dtype(options.dtype, base_dtype)
-            return lora_export.write_peft(out, model_cfg, family, lora_export.read_adapters(ckpt, model_cfg),
-                                          base_root, dtype)
+            lora_export.write_peft(out, model_cfg, family, lora_export.read_adapters(ckpt, model_cfg),
+                                   base_root, dtype)
+            return
         fetch = lora_export.merged_fetcher(ckpt, model_cfg, family, base_root)
     else:
         fetch = hf_io.checkpoint_fetcher(ckpt, model_cfg)
-    return write_hf(out, model_cfg, family, base_config, files, fetch, options, base_dtype,
-                    state.get("eos_id"), state.get("bos_id"))
+    write_hf(out, model_cfg, family, base_config, files, fetch, options, base_dtype,
+             state.get("eos_id"), state.get("bos_id"))
 
 
 def write_hf(out: Path, model_cfg, family: str, base_config, files: dict[str, bytes], fetch,
@@ -146,7 +209,7 @@ def scratch_files(run_dir: Path, state: dict, seq_len: int) -> dict[str, bytes]:
 
 def main(args: argparse.Namespace) -> int:
     options = ExportConfig(dtype=args.dtype, max_shard_size=args.max_shard_size)
-    out = export(Path(args.checkpoint), Path(args.out), options, args.format, args.merge)
+    out = export(Path(args.checkpoint), Path(args.out), options, args.format, args.merge, args.overwrite)
     if args.format == "peft":
         print(f"exported {out} (PEFT adapter: peft.PeftModel.from_pretrained(base_model, {str(out)!r}))")
     else:

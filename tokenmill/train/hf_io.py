@@ -10,7 +10,6 @@ checkpoint, or from a model in memory), plus ``model.safetensors.index.json``.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -202,11 +201,12 @@ def write_folder(
     ``fetch(names)`` returns our full tensors for those parameter names;
     it is called once per output file, so memory holds one file's tensors.
     ``files`` are the other files (tokenizer, generation config) by name.
-    Written into ``out.tmp`` and renamed, so ``out`` is never half written.
+    ``out`` must be new or empty: nothing in it is replaced. ``tokenmill export``
+    passes a staging folder that it swaps in when complete (tokenmill.safe_output).
     """
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    from tokenmill.safe_output import new_or_empty
+
+    new_or_empty(out)
     groups = hf_tensors(weight_map(model_cfg, family))
     shapes = expected_shapes(model_cfg)
     plan = _plan_files(groups, shapes, dtype, max_shard_bytes)
@@ -218,18 +218,15 @@ def write_folder(
         full = fetch(ours)
         tensors = {name: torch.cat([full[p] for p in groups[name]]).to(dtype).contiguous() for name in hf_names}
         total += sum(t.numel() * t.element_size() for t in tensors.values())
-        _save(tensors, tmp / file)
+        _save(tensors, out / file)
         index.update({name: file for name in hf_names})
         del full, tensors
     if len(plan) > 1:
-        (tmp / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": index}, indent=2))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (out / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": index}, indent=2))
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for name, content in files.items():
         if name != "config.json":
-            (tmp / name).write_bytes(content)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+            (out / name).write_bytes(content)
     return out
 
 

@@ -92,9 +92,14 @@ def merged_fetcher(checkpoint_dir: Path, model_cfg, family: str, base_root: Path
 
 def write_peft(out: Path, model_cfg, family: str, adapters: dict[str, torch.Tensor], base_root: Path,
                dtype: torch.dtype) -> Path:
-    """adapter_config.json + adapter_model.safetensors that peft.PeftModel.from_pretrained opens."""
+    """adapter_config.json + adapter_model.safetensors that peft.PeftModel.from_pretrained opens.
+
+    ``out`` must be new or empty: nothing in it is replaced. ``tokenmill export``
+    passes a staging folder that it swaps in when complete (tokenmill.safe_output).
+    """
     from safetensors.torch import save_file
 
+    from tokenmill.safe_output import new_or_empty
     from tokenmill.train.hf_io import expected_shapes
 
     lora = model_cfg.lora
@@ -120,7 +125,7 @@ def write_peft(out: Path, model_cfg, family: str, adapters: dict[str, torch.Tens
         "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
         "modules_to_save": None, "use_rslora": False, "use_dora": False,
     }
-    out.mkdir(parents=True, exist_ok=True)
+    new_or_empty(out)
     save_file(tensors, str(out / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out
