@@ -104,6 +104,28 @@ def test_new_folder_then_overwrite(run, tmp_path, capsys):
     assert "not an earlier export" in err and (out / "README.md").read_text() == "my notes"
 
 
+def test_a_runs_own_export_from_before_the_marker_is_replaced(run, tmp_path, capsys):
+    """The trainer exports into RUN/hf at every run's end: an older run's export there must not stop it."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(run[1], run_dir)
+    own = run_dir / "hf"
+    assert main(export(run_dir, own, "--overwrite")) == 0
+    (own / "tokenmill_export.json").unlink()  # as exports were written before the marker
+    assert main(export(run_dir, own, "--overwrite")) == 0
+    assert (own / "tokenmill_export.json").is_file()
+    # Outside the run, or with a file an export never writes, a folder without the marker is not ours.
+    (own / "tokenmill_export.json").unlink()
+    elsewhere = tmp_path / "copy"
+    shutil.copytree(own, elsewhere)
+    capsys.readouterr()
+    assert "not an earlier export" in one_line_error(capsys, export(run_dir, elsewhere, "--overwrite"))
+    (own / "notes.txt").write_text("mine")
+    assert "not an earlier export" in one_line_error(capsys, export(run_dir, own, "--overwrite"))
+    assert (own / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("case", ["inside the run", "base model", "inside the base model", "holds the run", "file"])
 def test_run_and_base_model_folders_are_refused(run, tmp_path, capsys, case):
     root, run_dir, base = run

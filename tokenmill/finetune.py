@@ -269,7 +269,7 @@ def train(cfg, opts: FinetuneOptions) -> None:
     if not (hf_dir(cfg) / "config.json").is_file():  # the run ended before its export (a crash there)
         from tokenmill.train.export import export
 
-        export(cfg.run_path, hf_dir(cfg), cfg.export, merge=cfg.method == "lora")
+        export(cfg.run_path, hf_dir(cfg), cfg.export, merge=cfg.method == "lora", overwrite=True)
 
 
 def check_registry_available(name: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from tokenmill import safe_output
@@ -79,6 +80,8 @@ def load_from_checkpoint(path: Path):
 
 def is_export_of(folder: Path, run_dir: Path) -> bool:
     """Whether ``folder`` holds an export of ``run_dir`` and nothing else (its marker lists every file)."""
+    if is_unmarked_run_export(folder, run_dir):
+        return True
     try:
         marker = json.loads((folder / MARKER).read_text())
         names = {p.name for p in folder.iterdir()}
@@ -86,6 +89,21 @@ def is_export_of(folder: Path, run_dir: Path) -> bool:
                 and names <= set(marker.get("files", [])) | {MARKER})
     except (OSError, ValueError, AttributeError, TypeError):
         return False
+
+
+def is_unmarked_run_export(folder: Path, run_dir: Path) -> bool:
+    """A run's own ``hf``/``adapter`` folder from before exports had a marker: only files an export writes.
+
+    Only inside the run folder, which tokenmill owns: the trainer exports there
+    at the end of every run, and an older run's folder must not stop it.
+    """
+    from tokenmill.train import hf_io, lora_export
+
+    if folder.resolve() not in {(run_dir / name).resolve() for name in RUN_EXPORT_FOLDERS}:
+        return False
+    written = {*hf_io.METADATA_FILES, hf_io.INDEX_FILE, lora_export.ADAPTER_CONFIG, lora_export.ADAPTER_WEIGHTS}
+    return all(p.name in written or re.fullmatch(r"model(-\d{5}-of-\d{5})?\.safetensors", p.name)
+               for p in folder.iterdir())
 
 
 def check_out(out: Path, run_dir: Path, state: dict, overwrite: bool) -> Path:
@@ -107,7 +125,7 @@ def write_marker(folder: Path, run_dir: Path, checkpoint: Path, fmt: str) -> Non
 
 
 def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig(), fmt: str = "hf",
-           merge: bool = False, overwrite: bool = True) -> Path:
+           merge: bool = False, overwrite: bool = False) -> Path:
     """Export a checkpoint (or a run's latest) to ``out``; returns ``out`` resolved.
 
     ``out`` is checked first (``check_out``); ``overwrite`` lets it replace an

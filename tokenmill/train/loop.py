@@ -342,9 +342,9 @@ class Trainer:
         if self.d.is_main:
             started = time.monotonic()
             # A LoRA run hands back both: the merged model and the adapter on its own.
-            export(final, out, self.cfg.export, merge=self.lora)
+            export(final, out, self.cfg.export, merge=self.lora, overwrite=True)
             if self.lora:
-                export(final, self.run_dir / "adapter", self.cfg.export, fmt="peft")
+                export(final, self.run_dir / "adapter", self.cfg.export, fmt="peft", overwrite=True)
             self.log.event("export_hf", path=str(out), seconds=round(time.monotonic() - started, 3))
         dist.barrier()
 
