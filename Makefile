@@ -6,7 +6,7 @@ TM := $(VENV)/bin/tokenmill
 # configs/demo.yaml names the same folders.
 DEMO := build/demo
 
-.PHONY: setup browser demo test clean
+.PHONY: setup browser demo test wheel clean
 
 # The class-data archive of Spark's classes (tokenmill jvm-archive, about a minute
 # once) makes every local Spark session start about 4 s faster.
@@ -41,5 +41,10 @@ demo: setup
 test: setup browser
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
+# The wheel users install, built as the Asset Bundle builds it: from the sdist,
+# so nothing an earlier build left in build/lib ships.
+wheel: setup
+	$(PY) -m build --outdir dist
+
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build dist .pytest_cache
