@@ -71,6 +71,7 @@ opts = finetune.FinetuneOptions(
     train_config=Path(dbutils.widgets.get("train_config") or finetune.TRAIN_PRESET),
 )
 run_cfg = finetune.run_config(opts)
+finetune.check_before_data(opts, run_cfg)  # flags, --set and the model's context, before any Spark work
 print(f"model:  {opts.model}\ninputs: {', '.join(opts.data)}\noutput: {opts.output}\nranks:  {opts.nproc}")
 
 # COMMAND ----------
