@@ -45,3 +45,13 @@ def test_a_stage_command_prints_the_workers_error_as_one_line(spark, tmp_path, c
     assert code == 2, err
     assert "Traceback" not in err and "Exception" not in err, err
     assert err.strip().splitlines()[-1] == f"tokenmill etl: error: {MISSING}"
+
+
+def test_a_bad_words_file_that_is_not_utf8_is_a_users_error(tmp_path):
+    from tokenmill.errors import UserError
+    from tokenmill.etl.filters import load_bad_words
+
+    path = tmp_path / "words.txt"
+    path.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match="bad_words_file: cannot read .*: not UTF-8 text"):
+        load_bad_words(str(path))

@@ -78,10 +78,11 @@ def load_bad_words(path: str | None) -> tuple[str, ...]:
     p = Path(path) if path else BUNDLED_BAD_WORDS
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         from tokenmill.errors import UserError
 
-        raise UserError(f"etl.filters.bad_words_file: cannot read {p}: {exc.strerror}") from None
+        problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UserError(f"etl.filters.bad_words_file: cannot read {p}: {problem}") from None
     return tuple(sorted({w.strip().lower() for w in lines if w.strip() and not w.lstrip().startswith("#")}))
 
 
