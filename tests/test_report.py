@@ -179,6 +179,87 @@ def test_card_degrades_when_stages_have_not_run(tmp_path, capsys):
     assert "could not be computed" not in html
 
 
+# --- ordinary outputs with nothing to show in some sections -----------------------------
+
+STORY = ("{0} walked to the market in the village with {1}. The baker sold {1} a loaf of bread "
+         "and asked about the river. It was late when {0} came back home; this was story number {2}.")
+
+
+def _run(spark, out, stages, inputs, **cfg):
+    from tokenmill.config import RunConfig, from_dict
+    from tokenmill.pipeline import run_stages
+
+    run_stages(spark, from_dict(RunConfig, {"inputs": [{"path": str(inputs)}], "output": str(out), **cfg}), stages)
+    return out
+
+
+def _report(out, capsys) -> str:
+    """`tokenmill report OUT`: exit 0, the card written, no section failed or advised a rerun."""
+    target = out.parent / "card.html"
+    capsys.readouterr()  # the stages' summaries
+    assert cli.main(["report", str(out), "--html", str(target)]) == 0
+    assert capsys.readouterr().out.strip() == f"data card: {target}"
+    html = target.read_text()
+    assert "could not be computed" not in html and "--force" not in html
+    return html
+
+
+def test_card_of_a_run_whose_dedup_found_no_duplicates(spark, tmp_path, capsys):
+    names = ["Anna", "Ben", "Carl", "Dora", "Emil", "Fay", "Gus", "Hugo", "Ida", "Jon", "Kim", "Lea"]
+    lines = [json.dumps({"id": f"d{i}", "text": " ".join(STORY.format(a, names[(i + 3) % 12], f"{i}.{j}")
+                                                              for j in range(4))}) for i, a in enumerate(names)]
+    (tmp_path / "raw.jsonl").write_text("\n".join(lines) + "\n")
+    out = _run(spark, tmp_path / "out", ["etl", "dedup", "tokenize", "shards"], tmp_path / "raw.jsonl",
+               etl={"pii": {"enabled": False}}, tokenize={"seq_len": 64, "pack_groups": 1, "vocab_size": 300},
+               shards={"partitions": 1})
+    html = _report(out, capsys)
+    assert "<p>No duplicates found among 12 documents.</p>" in _section(html, "Duplicate clusters")
+    assert _cells(_section(html, "Stage funnel"))[3][:2] == ["after dedup", "12"]
+    assert "Not available" not in _section(html, "Shuffle quality") + _section(html, "Tokens per document")
+
+
+def test_card_of_an_etl_only_output_that_kept_no_document(spark, tmp_path, capsys):
+    (tmp_path / "raw.jsonl").write_text('{oops\n{"id": "b"}\n[1, 2\n')  # every row fails ingest
+    out = _run(spark, tmp_path / "out", ["etl"], tmp_path / "raw.jsonl")
+    html = _report(out, capsys)
+    assert "No documents kept: 0 after etl (see Drops by reason)." in _section(html, "Stage funnel")
+    assert _cells(_section(html, "Drops by reason"))[1:] == [["etl", "malformed_json", "2"],
+                                                             ["etl", "missing_text", "1"]]
+    for section in ("Document lengths", "Source mix before and after"):
+        assert ("<p>tables/documents: no documents kept.</p><p>tables/clean: no documents kept.</p>"
+                in _section(html, section))
+    assert "Not available: dedup has not run" in _section(html, "Duplicate clusters")
+
+
+def test_card_of_a_chat_output(spark, tmp_path, capsys):
+    """Chat tokenize and shards (the records a `tokenmill finetune` output holds) after hand-made etl and dedup."""
+    from chat_tokenizers import LLAMA3, bpe, model_dir
+    from test_chat_pipeline import VALID, chat_config
+
+    from tokenmill.pipeline import run_stages
+
+    out = tmp_path / "out"
+    rows = [(r["id"], "chat", [(m["role"], m["content"]) for m in r["messages"]]) for r in VALID]
+    clean = [(i, s, m, "\n\n".join(c for _, c in m), 9, 3, None) for i, s, m in rows]
+    schema = ("id string, source string, messages array<struct<role:string,content:string>>, text string, "
+              "n_chars int, n_words int, quality double")
+    tables.write(spark.createDataFrame(clean, schema), tables.stage_location(str(out), "clean"))
+    m = Manifest(out / "manifest.json")
+    m.record(StageRecord("etl", 6, 5, {"no_messages": 1}, extra={**etl_extra(), "kind": "chat", "task": "chat"}))
+    m.record(StageRecord("dedup", 5, 5, {}, extra=dedup_extra()))
+    model = model_dir(tmp_path / "model", bpe(), {"chat_template": LLAMA3, "bos_token": "<|begin_of_text|>",
+                                                  "eos_token": "<|eot_id|>"})
+    run_stages(spark, chat_config(tmp_path / "raw", out, model), ["tokenize", "shards"])
+    html = _report(out, capsys)
+    finetune = _section(html, "Fine-tuning data")
+    assert "4 examples kept of 6 rows read (66.7%)" in finetune  # one conversation is over 64 tokens
+    assert _cells(finetune)[1:3] == [["etl", "no_messages", "1"], ["tokenize", "longer_than_seq_len", "1"]]
+    assert "<p>No duplicates found among 5 documents.</p>" in _section(html, "Duplicate clusters")
+    assert "tokens per example are in the fine-tuning section" in _section(html, "Tokens per document")
+    assert "Read 3 samples of the train split" in _section(html, "Shuffle quality")  # 4 windows, 1 in val
+    assert _cells(_section(html, "Token totals"))[-1] == ["total", "4", "256", "2"]
+
+
 def test_report_of_a_missing_output_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "nope"), "--html", str(tmp_path / "c.html")]) == 2
     assert "no pipeline output at" in capsys.readouterr().err

@@ -163,6 +163,11 @@ def _funnel(rows: list[dict]) -> str:
         [[r["step"], r["docs"], _pct(r["docs"], first["docs"]), r.get("bytes"),
           _pct(r.get("bytes"), first.get("bytes"))] for r in rows],
     ))
+    if first["docs"] == 0:
+        out.append("<p>The input held no documents.</p>")
+    elif rows[-1]["docs"] == 0:
+        empty = next(r for r in rows if r["docs"] == 0)
+        out.append(f"<p>No documents kept: 0 {esc(empty['step'])} (see Drops by reason).</p>")
     return "\n".join(out)
 
 
@@ -189,7 +194,14 @@ def _pii(counts: dict[str, int]) -> str:
     )
 
 
-def _clusters(hist: dict[int, int]) -> str:
+def _clusters(data: dict) -> str:
+    hist = data["hist"]
+    if not data["enabled"]:
+        return "<p>Dedup was off (dedup.enabled: false): no document was compared.</p>"
+    if not data["compared"]:
+        return "<p>No documents to compare: dedup read none.</p>"
+    if not hist:
+        return f"<p>No duplicates found among {data['compared']:,} documents.</p>"
     clusters = sum(hist.values())
     docs = sum(size * n for size, n in hist.items())
     removed = docs - clusters
@@ -200,7 +212,9 @@ def _clusters(hist: dict[int, int]) -> str:
 
 
 def _doc_lengths(series: dict[str, dict[int, int]]) -> str:
-    return plots.log2_histograms(series, "Characters per document", "characters")
+    shown = {name: hist for name, hist in series.items() if hist}
+    notes = "".join(f"<p>tables/{esc(name)}: no documents kept.</p>" for name, hist in series.items() if not hist)
+    return (plots.log2_histograms(shown, "Characters per document", "characters") if shown else "") + notes
 
 
 def _token_lengths(data: dict) -> str:
@@ -210,6 +224,11 @@ def _token_lengths(data: dict) -> str:
 
 
 def _sources(mix: dict[str, dict[str, dict]]) -> str:
+    notes = "".join(f"<p>tables/{esc(name)}: no {'sequences' if name == 'sequences' else 'documents'} kept.</p>"
+                    for name, by_source in mix.items() if not by_source)
+    mix = {name: by_source for name, by_source in mix.items() if by_source}
+    if not mix:
+        return notes
     names = list(mix)
     sources = sorted({src for t in mix.values() for src in t}, key=str)
     headers = ["source"] + [
@@ -222,7 +241,7 @@ def _sources(mix: dict[str, dict[str, dict]]) -> str:
             for m in (("sequences", "tokens") if n == "sequences" else ("docs", "bytes")):
                 row.append(mix[n].get(src, {}).get(m, 0))
         rows.append(row)
-    return plots.source_mix(mix) + table(headers, rows)
+    return plots.source_mix(mix) + table(headers, rows) + notes
 
 
 def _shuffle(data: dict) -> str:

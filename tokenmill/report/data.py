@@ -121,9 +121,20 @@ def gather(
 
 
 def default_shards_dir(manifest: Manifest, out: str) -> Path:
-    """Where the shards stage says it wrote, else OUT/shards."""
-    location = ShardsFacts.of(manifest).location if "shards" in manifest.stages else locations.join(out, "shards")
+    """Where the shards stage says it wrote, else OUT/shards.
+
+    Only the location is read: the shards record of a chat run holds other
+    figures than a text run's (``ShardsFacts``), and both name where they wrote.
+    """
+    rec = manifest.stages.get("shards")
+    location = (rec.extra.get("location") if rec else None) or locations.join(out, "shards")
     return locations.local_path(location)
+
+
+def is_chat(manifest: Manifest) -> bool:
+    """A chat / instruction run: its tokenize record says so (``chat/job.py``)."""
+    rec = manifest.stages.get("tokenize")
+    return rec is not None and rec.extra.get("kind") == "chat"
 
 
 # --- sections ----------------------------------------------------------------------
@@ -176,19 +187,27 @@ def pii_by_type(manifest: Manifest, t: Tables) -> Section:
 
 
 def cluster_sizes(manifest: Manifest, t: Tables) -> Section:
-    """Histogram {cluster size: number of clusters} from tables/dup_clusters (one row per member)."""
+    """Duplicate clusters: {"hist": {cluster size: clusters}, "compared": documents dedup read,
+    "enabled": whether dedup ran its phases}. The histogram comes from tables/dup_clusters
+    (one row per member), else from the dedup record; it is empty when no duplicate was found."""
     if "dedup" not in manifest.stages:
         return Section(missing="dedup has not run")
+    facts = DedupFacts.of(manifest)
+    data = {"hist": {}, "compared": manifest.stages["dedup"].rows_in, "enabled": facts.enabled}
+    if not facts.enabled or not data["compared"]:
+        return Section(data)
     if not t.exists("dup_clusters"):
-        counts = DedupFacts.of(manifest).cluster_size_histogram
-        if counts:
-            return Section({int(k): int(v) for k, v in counts.items()})
+        recorded = facts.cluster_size_histogram  # {"size": clusters}
+        data["hist"] = {int(k): int(v) for k, v in sorted(recorded.items(), key=lambda kv: int(kv[0]))}
+        if data["hist"] or not facts.clusters:
+            return Section(data)
         return Section(missing="no dup_clusters table")
     df = t.read("dup_clusters")
     if not {"cluster_id", "cluster_size"} <= set(df.columns):
         return Section(missing=f"dup_clusters lacks cluster_id or cluster_size (columns: {df.columns})")
     hist = df.select("cluster_id", "cluster_size").distinct().groupBy("cluster_size").count().collect()
-    return Section({int(r["cluster_size"]): int(r["count"]) for r in sorted(hist, key=lambda r: r["cluster_size"])})
+    data["hist"] = {int(r["cluster_size"]): int(r["count"]) for r in sorted(hist, key=lambda r: r["cluster_size"])}
+    return Section(data)
 
 
 def _log2_histogram(df, column) -> dict[int, int]:
@@ -220,6 +239,8 @@ def token_lengths(manifest: Manifest, t: Tables, shards_dir: Path) -> Section:
     """Tokens per document, from the distances between EOS tokens in the packed sequences."""
     if "tokenize" not in manifest.stages:
         return Section(missing="tokenize has not run")
+    if is_chat(manifest):  # padded windows of whole examples: no EOS-delimited stream to measure
+        return Section(missing="a chat run's tokens per example are in the fine-tuning section below")
     info = _dataset_json(shards_dir)
     if info is None or not t.exists("sequences"):
         return Section(missing="no sequences table with dataset.json")
@@ -301,7 +322,8 @@ def shuffle_quality(shards_dir: Path, t: Tables, manifest: Optional[Manifest] = 
         return Section(missing="the shards have no seq_id column")
     result: dict[str, Any] = {"samples": len(seq_ids), "seq_ids": seq_ids[:5000]}
     if manifest is not None and "shards" in manifest.stages:
-        result["stage"] = ShardsFacts.of(manifest).shuffle_quality  # the shards stage's own measure, per split
+        # The shards stage's own measure, per split; a chat run's shards record has none.
+        result["stage"] = {} if is_chat(manifest) else ShardsFacts.of(manifest).shuffle_quality
     result["spearman"] = spearman(list(range(len(seq_ids))), seq_ids)
     if sources[0] is None and t.exists("sequences"):
         sources = _sources_for(t, seq_ids)

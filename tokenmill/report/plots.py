@@ -84,7 +84,7 @@ def _integer_axis(axis) -> None:
 
 def hbar(counts: dict[str, int], title: str, xlabel: str, color: str = COLORS[0]) -> str:
     items = list(counts.items())[:25]
-    fig, ax = _fig(7, 0.6 + 0.3 * len(items))
+    fig, ax = _fig(7, max(1.5, 0.6 + 0.3 * len(items)))  # room for the title and axis label
     labels = [k for k, _ in items][::-1]
     values = [v for _, v in items][::-1]
     bars = ax.barh(labels, values, color=color)
@@ -149,7 +149,7 @@ def source_mix(mix: dict[str, dict[str, dict]]) -> str:
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("% share")
-    ax.legend(fontsize=8, ncol=min(6, len(sources)), loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    ax.legend(fontsize=8, ncol=max(1, min(6, len(sources))), loc="upper center", bbox_to_anchor=(0.5, -0.35))
     ax.set_title("Source mix before and after", fontsize=10)
     return to_img(fig, "source mix")
 
