@@ -194,9 +194,12 @@ def run_tokenize(ctx) -> StageRecord:
     from pyspark.sql import functions as F
 
     from tokenmill.tokenize import tokenizer as toks
-    from tokenmill.tokenize.job import input_table
+    from tokenmill.tokenize.job import input_table, nothing_left
 
     chat = ctx.cfg.chat
+    name = input_table(ctx)
+    if tables.row_count(ctx.spark, ctx.location(name)) == 0:
+        raise nothing_left(ctx.manifest, "tokenize", "examples", "tokenize", name)
     folder = model_folder(ctx)
     source = toks.tokenizer_file(ctx.cfg.tokenize.tokenizer)
     toks.load(source)  # a broken tokenizer.json is one line, here
@@ -210,7 +213,6 @@ def run_tokenize(ctx) -> StageRecord:
     special = mask.worker_encoder(tokenizer_json, template, chat).special  # template/tokenizer mismatch: one line
     log(f"[tokenize] {chat.task} rows, template {template.name}, eos {special.eos_id}, pad {special.pad_id}")
 
-    name = input_table(ctx)
     with SparkProgress(ctx.spark, "tokenize: template + mask + pack"):
         encoded = mask.encode_examples(ctx.read(name), tokenizer_json, template, chat).persist(
             StorageLevel.MEMORY_AND_DISK)
@@ -274,6 +276,7 @@ def run_shards(ctx) -> StageRecord:
 
     from tokenmill.shards import job as shards_job
     from tokenmill.shards.shuffle import SPLITS, auto_parts
+    from tokenmill.tokenize.job import nothing_left
     from tokenmill.tokenize.tokenizer import file_sha256
 
     cfg = ctx.cfg.shards
@@ -285,8 +288,7 @@ def run_shards(ctx) -> StageRecord:
                         "rerun `tokenmill tokenize --force`")
     n = tables.row_count(ctx.spark, ctx.location("sequences"))
     if n == 0:
-        raise UserError("no examples are left to shard: every row was rejected (see tables/rejects, or "
-                        "`tokenmill report`)")
+        raise nothing_left(ctx.manifest, "shards", "examples", "shard", "sequences")
     final, remote = shards_job.shard_locations(ctx)
     final.parent.mkdir(parents=True, exist_ok=True)
     shards_job._clear_stale(final)

@@ -38,6 +38,26 @@ def input_table(ctx) -> str:
                     "exists; run `tokenmill etl` (and `tokenmill dedup`) first")
 
 
+def nothing_left(manifest, step: str, unit: str, verb: str, table: str) -> UserError:
+    """The one-line error when no row reaches stage ``step`` ("no {unit} left to {verb}: ..."):
+    the first earlier stage that kept none, its drops by reason (``manifest.json``), where to look.
+    ``table``: the input ``step`` found empty."""
+    for stage, rec in manifest.stages.items():
+        if stage == step or rec.rows_out:
+            continue
+        if not rec.rows_in and stage == "etl":
+            return UserError(f"no {unit} left to {verb}: etl read 0 rows; check that --input names files "
+                             "(or a table) that hold rows")
+        if not rec.rows_in:
+            continue
+        rows = rec.extra.get("rows_unit") or ("rows" if stage == "etl" else "documents")
+        reasons = ", ".join(f"{reason}: {n:,}" for reason, n in sorted(rec.dropped.items(), key=lambda kv: -kv[1]))
+        return UserError(f"no {unit} left to {verb}: {stage} kept 0 of {rec.rows_in:,} {rows} ({reasons}); "
+                         "tables/rejects lists each row with its reason (or see `tokenmill report`)")
+    return UserError(f"no {unit} left to {verb}: tables/{table} has no rows; rerun the stages before "
+                     f"{step} on an input that holds rows")
+
+
 def tokenizer_path(ctx) -> Path:
     return locations.local_dir(ctx.out) / TOKENIZER_FILE
 
@@ -52,7 +72,10 @@ def run(ctx) -> StageRecord:
     cfg = ctx.cfg.tokenize
     name = input_table(ctx)
     docs = ctx.read(name)
-    info = toks.prepare(docs, cfg, tokenizer_path(ctx), tables.row_count(ctx.spark, ctx.location(name)))
+    total = tables.row_count(ctx.spark, ctx.location(name))
+    if total == 0:
+        raise nothing_left(ctx.manifest, "tokenize", "documents", "tokenize", name)
+    info = toks.prepare(docs, cfg, tokenizer_path(ctx), total)
     trained = f", trained in {info.train_s:.1f} s" if not cfg.tokenizer else ""
     log(f"[tokenize] tokenizer {info.sha256[:12]} vocab {info.vocab_size} ({info.dtype}), eos {info.eos_id}{trained}")
     tokenizer_json = Path(info.path).read_text(encoding="utf-8")
