@@ -31,13 +31,13 @@ def bot(c):
 # (id, row, expected reason): every reject case, then valid rows.
 CHAT_ROWS = [
     ("c01", {"messages": "hello"}, v.MESSAGES_NOT_LIST),
-    ("c02", {"text": "no messages field"}, v.MESSAGES_NOT_LIST),
+    ("c02", {"text": "no messages field"}, v.NO_MESSAGES),
     ("c03", {"messages": []}, v.NO_MESSAGES),
     ("c04", {"messages": ["hi", bot("x")]}, v.MESSAGE_NOT_OBJECT),
     ("c05", {"messages": [{"role": "tool", "content": "x"}, bot("y")]}, v.UNKNOWN_ROLE),
     ("c06", {"messages": [{"content": "no role"}, bot("y")]}, v.UNKNOWN_ROLE),
     ("c07", {"messages": [user(["a", "list"]), bot("y")]}, v.CONTENT_NOT_STRING),
-    ("c08", {"messages": [user(None), bot("y")]}, v.CONTENT_NOT_STRING),
+    ("c08", {"messages": [user(None), bot("y")]}, v.EMPTY_CONTENT),
     ("c09", {"messages": [user("hi"), bot("")]}, v.EMPTY_CONTENT),
     ("c10", {"messages": [user(" \n\t"), bot("y")]}, v.EMPTY_CONTENT),
     ("c11", {"messages": [user("hi"), sys_("be kind"), bot("y")]}, v.SYSTEM_NOT_FIRST),
@@ -70,6 +70,26 @@ def test_each_chat_row_gets_its_reason(rid, row, reason):
     assert checked.reason == reason
     assert (checked.messages is None) == (reason in (v.MESSAGES_NOT_LIST, v.NO_MESSAGES, v.MESSAGE_NOT_OBJECT,
                                                      v.UNKNOWN_ROLE, v.CONTENT_NOT_STRING, v.EMPTY_CONTENT))
+
+
+# A missing or null field is "no" / "empty"; only a value of another type is "not a list / string".
+MISSING_OR_WRONG_TYPE = [
+    ('{"text": 5}', v.NO_MESSAGES),
+    ('{"messages": null}', v.NO_MESSAGES),
+    ('{"messages": []}', v.NO_MESSAGES),
+    ('{"messages": {}}', v.MESSAGES_NOT_LIST),
+    ('{"messages": 5}', v.MESSAGES_NOT_LIST),
+    ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}', v.EMPTY_CONTENT),
+    ('{"messages": [{"role": "user", "content": null}, {"role": "assistant", "content": "y"}]}', v.EMPTY_CONTENT),
+    ('{"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]}', v.CONTENT_NOT_STRING),
+    ('{"messages": [{"role": "user", "content": {}}, {"role": "assistant", "content": "y"}]}', v.CONTENT_NOT_STRING),
+    ('{"messages": [{"content": "x"}, {"role": "assistant", "content": "y"}]}', v.UNKNOWN_ROLE),
+]
+
+
+@pytest.mark.parametrize("record,reason", MISSING_OR_WRONG_TYPE)
+def test_a_missing_field_is_not_called_a_wrong_type(record, reason):
+    assert check_record(record, CHAT).reason == reason
 
 
 @pytest.mark.parametrize("rid,row,reason", INSTRUCTION_ROWS)

@@ -27,12 +27,13 @@ PROMPT, RESPONSE = "prompt", "response"  # roles of an instruction row's two mes
 
 # Reject reasons, in the order they are checked.
 MALFORMED_RECORD = "malformed_record"  # record is not a JSON object
+# A missing or null field gets the "empty"/"no" reason; a value of the wrong type the "not" one.
 MESSAGES_NOT_LIST = "messages_not_list"
-NO_MESSAGES = "no_messages"  # an empty list
+NO_MESSAGES = "no_messages"  # missing, null or an empty list
 MESSAGE_NOT_OBJECT = "message_not_object"
-UNKNOWN_ROLE = "unknown_role"
+UNKNOWN_ROLE = "unknown_role"  # missing, null or not one of ROLES
 CONTENT_NOT_STRING = "content_not_string"
-EMPTY_CONTENT = "empty_content"  # empty or only whitespace
+EMPTY_CONTENT = "empty_content"  # missing, null, empty or only whitespace
 SYSTEM_NOT_FIRST = "system_not_first"
 NO_ASSISTANT_TURN = "no_assistant_turn"
 NOT_ALTERNATING = "not_alternating"  # after the system message: user, assistant, user, ...
@@ -73,11 +74,11 @@ def _is_empty(text: str) -> bool:
 
 
 def check_messages(messages: Any, cfg: ChatConfig) -> Checked:
-    """A chat row's ``messages`` value -> Checked."""
+    """A chat row's ``messages`` value (None when the row has none) -> Checked."""
+    if messages is None or messages == []:
+        return _reject(NO_MESSAGES)
     if not isinstance(messages, list):
         return _reject(MESSAGES_NOT_LIST)
-    if not messages:
-        return _reject(NO_MESSAGES)
     out = []
     for m in messages:
         if not isinstance(m, dict):
@@ -85,10 +86,9 @@ def check_messages(messages: Any, cfg: ChatConfig) -> Checked:
         role, content = m.get(cfg.role_field), m.get(cfg.content_field)
         if role not in ROLES:
             return _reject(UNKNOWN_ROLE)
-        if not isinstance(content, str):
-            return _reject(CONTENT_NOT_STRING)
-        if _is_empty(content):
-            return _reject(EMPTY_CONTENT)
+        reason = _check_text(content, CONTENT_NOT_STRING, EMPTY_CONTENT)
+        if reason:
+            return _reject(reason)
         out.append(Message(role, content))
     return Checked(tuple(out), check_turns([m.role for m in out]))
 
