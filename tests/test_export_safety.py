@@ -16,15 +16,8 @@ import pytest
 
 from tokenmill.cli import main
 
+from test_cli_errors import one_line_error
 from tiny_train import tiny_config
-
-
-def one_line_error(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def tree(root: Path) -> dict[str, bytes | None]:

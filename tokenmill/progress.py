@@ -60,13 +60,14 @@ class SparkProgress:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=1)
         if self._handler is not None:
             self.spark.removeProgressHandler(self._handler)
-        log(f"[{self.label}] finished in {human_seconds(time.time() - self.started)}")
+        if exc_type is None:  # a failed or interrupted step did not finish: its error says what happened
+            log(f"[{self.label}] finished in {human_seconds(time.time() - self.started)}")
         return False
 
     _handler = None
