@@ -38,8 +38,11 @@ def test_clean_messages_keeps_roles_and_rejects_emptied_conversations(spark):
 
 def test_quality_filters_on_use_the_etl_rules_per_message(spark):
     # Web-prose rules (50 words minimum) drop every short chat message; the earliest turn's reason wins.
-    out = {r.id: r.reason for r in clean_messages(_examples(spark), CFG, quality_filters=True).collect()}
-    assert out == {"a": "too_short", "b": "too_short", "c": "too_short"}
+    # Turns with different reasons, in both orders: "b" is too_short then empty, "d" empty then too_short.
+    rows = [("d", "t", [("user", "\x00"), ("assistant", "No."), ("user", "")])]
+    examples = _examples(spark).unionByName(spark.createDataFrame(rows, EXAMPLES_SCHEMA))
+    out = {r.id: r.reason for r in clean_messages(examples, CFG, quality_filters=True).collect()}
+    assert out == {"a": "too_short", "b": "too_short", "c": "too_short", "d": "empty"}
 
 
 def test_pii_counts_stay_per_message(spark):
