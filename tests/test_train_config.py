@@ -17,8 +17,16 @@ from tokenmill.train.checkpoint import complete_checkpoints, latest_checkpoint, 
 from tokenmill.train.config import ModelSpec, TrainConfig, load_config
 from tokenmill.train.loop import lr_factor
 
-PRESETS = sorted(Path("configs").glob("train_*.yaml")) + sorted(Path("configs").glob("cpt_*b.yaml"))
-CPT_PRESETS = sorted(Path("configs").glob("cpt_*.yaml"))
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PRESETS = sorted(CONFIGS.glob("train_*.yaml")) + sorted(CONFIGS.glob("cpt_*b.yaml"))
+CPT_PRESETS = sorted(CONFIGS.glob("cpt_*.yaml"))
+
+
+def test_the_preset_lists_are_not_empty():
+    # An empty list would leave the parametrized preset tests below with nothing to check.
+    stems = [p.stem for p in PRESETS]
+    assert any(s.startswith("train_") for s in stems) and any(s.startswith("cpt_") for s in stems)
+    assert "cpt_data" in [p.stem for p in CPT_PRESETS] and len(CPT_PRESETS) > 1
 
 
 def manifest_dir(tmp_path: Path, **fields) -> Path:
@@ -53,7 +61,7 @@ def test_continued_pretraining_presets(path):
 def test_continued_pretraining_data_config():
     from tokenmill.config import load_run_config
 
-    cfg = load_run_config("configs/cpt_data.yaml", {"tokenize.tokenizer": "/models/llama"})
+    cfg = load_run_config(CONFIGS / "cpt_data.yaml", {"tokenize.tokenizer": "/models/llama"})
     assert cfg.tokenize.eos_token == "auto" and cfg.tokenize.bos_token == "auto" and cfg.tokenize.seq_len == 8192
 
 
@@ -163,9 +171,9 @@ def test_train_flags_override_the_config(tmp_path):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--config", "configs/cpt_tiny.yaml", "--init-from", "/m", "--method", "lora",
+    args = parser.parse_args(["--config", str(CONFIGS / "cpt_tiny.yaml"), "--init-from", "/m", "--method", "lora",
                               "--set", "lora.rank=32", "--set", "lora.targets=[all]", "--max-steps", "7"])
     cfg = build_config(args)
     assert (cfg.init_from, cfg.method, cfg.lora.rank, cfg.lora.targets, cfg.max_steps) == ("/m", "lora", 32, ("all",), 7)
     with pytest.raises(ConfigError, match="^lora.rank: must be > 0"):
-        build_config(parser.parse_args(["--config", "configs/cpt_tiny.yaml", "--set", "lora.rank=0"]))
+        build_config(parser.parse_args(["--config", str(CONFIGS / "cpt_tiny.yaml"), "--set", "lora.rank=0"]))
