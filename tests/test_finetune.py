@@ -279,6 +279,9 @@ def test_configs_from_presets_and_flags(tmp_path):
     assert [i.path for i in cfg.inputs] == ["d1", "d2"] and cfg.output == str(tmp_path / "out")
     train = train_config(chat, train_windows=40)
     assert (train.max_steps, train.eval_every, train.optim.warmup_steps) == (10, 2, 2)  # 2 x 40 / 8 windows
+    # A longer run: five evals (every 22 steps), the preset's 20 warmup steps (under a fifth of the run).
+    long = train_config(chat, train_windows=440)
+    assert (long.max_steps, long.eval_every, long.optim.warmup_steps) == (110, 22, 20)
     assert (train.optim.lr, train.method, train.lora.rank, train.export_hf) == (1e-4, "lora", 4, True)
     assert train.run_dir == str(tmp_path / "out" / "run") and train.data.shards == str(tmp_path / "out" / "shards")
     continued = run_config(FinetuneOptions(model=tmp_path / "m", data=("d",), output=tmp_path, task="continued",
