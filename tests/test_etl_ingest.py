@@ -14,7 +14,8 @@ import zstandard
 from tokenmill import cli
 from tokenmill.errors import UserError
 from tokenmill.etl.config import EtlConfig, IngestConfig, InputSpec
-from tokenmill.etl.ingest import FileTask, group_files, ingest, plan_input, read_task, source_label, stable_id
+from tokenmill.etl.ingest import group_files, ingest, plan_input, source_label
+from tokenmill.etl.readers import FileTask, read_task, stable_id
 
 CFG = EtlConfig()
 LINES = [
