@@ -11,7 +11,7 @@ import pytest
 
 from tokenmill import cli
 from tokenmill.errors import UserError
-from tokenmill.plan import failure_budget, parse_size, plan, tokens_from_manifest
+from tokenmill.plan import RunEstimate, failure_budget, parse_size, plan, run_estimate, tokens_from_manifest
 
 from stage_facts import shards_extra
 
@@ -204,3 +204,17 @@ def test_one_peak_table_for_mfu_plan_and_preflight(device, key):
     assert gpus.gpu_for_device(device) == key
     assert peak_flops(device) == plan_module.GPUS[key].peak_flops == gpus.GPUS[key].peak_flops
     assert peak_flops("Some New Accelerator") is None
+
+
+def test_run_estimate_is_plan_for_a_configured_run():
+    """The trainer's FLOPs per token stand for 6 N; no GPU given prices the default one and says so."""
+    e = run_estimate(params=125_000_000, flops_per_token=6 * 130e6, tokens=2_000_000, gpu=None, gpus=4, mfu=0.5)
+    p = plan(params=130e6, tokens=2_000_000, gpu="h100", mfu=0.5, gpus=4)
+    assert isinstance(e, RunEstimate)
+    assert (e.params, e.tokens, e.gpu, e.gpu_assumed, e.gpus, e.usd_per_gpu_hour) == (125_000_000, 2_000_000, "h100",
+                                                                                     True, 4, 7.0)
+    assert e.flops == p["flops"] and e.gpu_hours == p["gpu_hours"] and e.cost_usd == p["cost_usd"]
+    assert e.wall_hours == pytest.approx(p["wall_days"] * 24)
+    assert e.checkpoint_interval_hours == p["failures"]["checkpoint_interval_hours"]
+    priced = run_estimate(125_000_000, 6 * 130e6, 2_000_000, gpu="a10g", gpus=1, mfu=0.5, usd_per_gpu_hour=2.0)
+    assert (priced.gpu, priced.gpu_assumed, priced.usd_per_gpu_hour) == ("a10g", False, 2.0)

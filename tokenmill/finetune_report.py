@@ -8,36 +8,20 @@ training run with ``tokenmill plan``'s figures for the model's size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from tokenmill import units
+from tokenmill.plan import RunEstimate, run_estimate
 
 
-@dataclass(frozen=True)
-class Estimate:
-    params: int
-    tokens: int  # every token of every window the run reads, padding included (it costs compute)
-    gpu: str
-    gpu_assumed: bool
-    gpu_hours: float
-    wall_hours: float
-    cost_usd: float
-    usd_per_gpu_hour: float
-
-
-def estimate(cfg, info, opts) -> Estimate:
+def estimate(cfg, info, opts) -> RunEstimate:
     """GPU-hours and cost of the training run (``tokenmill plan``), for the model's own size."""
-    from tokenmill import plan
-    from tokenmill.preflight import _visible_gpu_kind
+    from tokenmill.preflight import visible_gpu_kind
     from tokenmill.train import base_model
     from tokenmill.train.model import count_params, flops_per_token
 
     _, model_cfg = base_model.resolve(cfg, info)
-    tokens = cfg.max_steps * cfg.global_batch_size * info.seq_len
-    gpu = opts.gpu or _visible_gpu_kind()
-    # plan counts 6 N D; N = the trainer's FLOPs per token / 6 includes attention.
-    p = plan.plan(params=flops_per_token(model_cfg) / 6, tokens=tokens, gpu=gpu or "h100", mfu=opts.mfu,
-                  usd_per_gpu_hour=opts.usd_per_gpu_hour, gpus=opts.nproc)
-    return Estimate(count_params(model_cfg), tokens, gpu or "h100", gpu is None, p["gpu_hours"],
-                    p["wall_days"] * 24, p["cost_usd"], p["inputs"]["usd_per_gpu_hour"])
+    return run_estimate(count_params(model_cfg), flops_per_token(model_cfg),
+                        cfg.max_steps * cfg.global_batch_size * info.seq_len, opts.gpu or visible_gpu_kind(),
+                        opts.nproc, opts.mfu, opts.usd_per_gpu_hour)
 
 
 def rejects_by_reason(manifest) -> list[tuple[str, str, int]]:
@@ -49,16 +33,6 @@ def rejects_by_reason(manifest) -> list[tuple[str, str, int]]:
 def kept_rows(manifest) -> int:
     """Rows that become training examples (chat) or documents in sequences (continued)."""
     return manifest.stages["tokenize"].rows_out
-
-
-def _hours(h: float) -> str:
-    from tokenmill.preflight import _hours as hours
-
-    return hours(h)
-
-
-def _usd(x: float) -> str:
-    return f"${x:,.0f}" if x >= 100 else f"${x:.3g}"
 
 
 def dry_run(manifest, info, cfg, opts) -> str:
@@ -88,8 +62,8 @@ def dry_run(manifest, info, cfg, opts) -> str:
               f"{epochs:.2f} epoch(s) over {windows:,} windows, {e.tokens:,} tokens; {cfg.method}, lr {cfg.optim.lr:g}",
               f"estimate   {e.params:,} parameters on {opts.nproc} x {e.gpu}"
               + (" (assumed: pass --gpu)" if e.gpu_assumed else "")
-              + f" at MFU {opts.mfu:.2f}: {e.gpu_hours:.3g} GPU-hours, wall {_hours(e.wall_hours)}, "
-              f"{_usd(e.cost_usd)} at ${e.usd_per_gpu_hour:g}/GPU-hour",
+              + f" at MFU {opts.mfu:.2f}: {e.gpu_hours:.3g} GPU-hours, wall {units.hours(e.wall_hours)}, "
+              f"{units.usd(e.cost_usd)} at ${e.usd_per_gpu_hour:g}/GPU-hour",
               "nothing trained (--dry-run); run the same command without it to train"]
     return "\n".join(lines)
 

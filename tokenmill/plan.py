@@ -23,11 +23,13 @@ import argparse
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenmill.errors import UserError
 from tokenmill.facts import ShardsFacts
 from tokenmill.gpus import GPUS  # the one table of peaks and prices (also read by the trainer and preflight)
+from tokenmill.units import count, hours, usd
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
 # Chinchilla's parametric loss L = E + A/N^alpha + B/D^beta, as refitted by
@@ -192,50 +194,66 @@ def _same_model(params: float, peak: float, mfu: float, price: float) -> list[di
     return rows
 
 
+# ------------------------------------------------------------------ one training run
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """What one configured training run costs: pre-flight's estimate item and finetune's dry run."""
+
+    params: int  # the model's parameters (what it stores and trains)
+    tokens: int  # every token of every window the run reads, padding included (it costs compute)
+    flops: float  # 6 N D with N = the trainer's FLOPs per token / 6 (attention included)
+    gpu: str
+    gpu_assumed: bool  # no GPU kind given or visible: priced as the default GPU
+    gpus: int
+    mfu: float
+    usd_per_gpu_hour: float
+    gpu_hours: float
+    wall_hours: float
+    cost_usd: float
+    expected_failures: float
+    checkpoint_interval_hours: float  # Young's interval for this cluster's failure rate
+
+
+def run_estimate(params: int, flops_per_token: float, tokens: int, gpu: str | None, gpus: int, mfu: float,
+                 usd_per_gpu_hour: float | None = None) -> RunEstimate:
+    """``plan`` for a run whose model and token count are known; ``gpu`` None prices the default GPU."""
+    p = plan(params=flops_per_token / 6, tokens=tokens, gpu=gpu or DEFAULTS["gpu"], mfu=mfu,
+             usd_per_gpu_hour=usd_per_gpu_hour, gpus=gpus)
+    return RunEstimate(params=params, tokens=tokens, flops=p["flops"], gpu=gpu or DEFAULTS["gpu"],
+                       gpu_assumed=gpu is None, gpus=gpus, mfu=mfu, usd_per_gpu_hour=p["inputs"]["usd_per_gpu_hour"],
+                       gpu_hours=p["gpu_hours"], wall_hours=p["wall_days"] * 24, cost_usd=p["cost_usd"],
+                       expected_failures=p["failures"]["expected_failures"],
+                       checkpoint_interval_hours=p["failures"]["checkpoint_interval_hours"])
+
+
 # ------------------------------------------------------------------ output
-
-def human(x: float) -> str:
-    """12.3B, 600B, 1.1e23 style: short and exact enough to read."""
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(x) >= scale and abs(x) < 1e15:
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
-
-
-def duration(hours: float) -> str:
-    if hours < 1:
-        return f"{hours * 60:.0f} min"
-    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
-
-
-def money(x: float) -> str:
-    return f"${x / 1e6:,.2f}M" if x >= 1e6 else f"${x:,.0f}"
-
 
 def render(p: dict) -> str:
     i, f = p["inputs"], p["failures"]
     lost = f["hours_lost_by_cause"]
     if i["tokens_from"] == "chinchilla":
-        data = f"{human(i['tokens'])} tokens (Chinchilla-optimal: 20 per parameter)"
+        data = f"{count(i['tokens'])} tokens (Chinchilla-optimal: 20 per parameter)"
     else:
-        data = (f"{human(i['tokens'])} tokens = {p['tokens_per_param']:.1f} per parameter"
-                f" (Chinchilla-optimal for this model: {human(p['chinchilla_tokens'])})")
-    model = f"{human(i['params'])} parameters" + (" (Chinchilla-optimal for the tokens)" if i["params_from"] == "chinchilla" else "")
+        data = (f"{count(i['tokens'])} tokens = {p['tokens_per_param']:.1f} per parameter"
+                f" (Chinchilla-optimal for this model: {count(p['chinchilla_tokens'])})")
+    model = f"{count(i['params'])} parameters" + (" (Chinchilla-optimal for the tokens)" if i["params_from"] == "chinchilla" else "")
     lines = [
         f"model           {model}",
         f"data            {data}",
         f"compute         6*N*D = {p['flops']:.3g} FLOPs",
         f"hardware        {i['gpu']} at {i['peak_flops'] / 1e12:g} TFLOP/s bf16 peak x MFU {i['mfu']:g}",
-        f"GPU time        {p['gpu_days']:,.1f} GPU-days = {duration(p['wall_days'] * 24)} on {i['gpus']} GPUs",
-        f"cost            {money(p['cost_usd'])} at ${i['usd_per_gpu_hour']:g}/GPU-hour",
+        f"GPU time        {p['gpu_days']:,.1f} GPU-days = {hours(p['wall_days'] * 24)} on {i['gpus']} GPUs",
+        f"cost            {usd(p['cost_usd'])} at ${i['usd_per_gpu_hour']:g}/GPU-hour",
         f"failures        {f['expected_failures']:.2f} expected (1 per {1000 / i['failures_per_1000_gpu_days']:g} GPU-days);"
-        f" cluster MTBF {duration(f['cluster_mtbf_hours'])}",
-        f"checkpoints     every {duration(f['checkpoint_interval_hours'])} (Young: sqrt(2 x {i['checkpoint_minutes']:g} min write"
+        f" cluster MTBF {hours(f['cluster_mtbf_hours'])}",
+        f"checkpoints     every {hours(f['checkpoint_interval_hours'])} (Young: sqrt(2 x {i['checkpoint_minutes']:g} min write"
         f" x MTBF)), {f['checkpoints']} in all",
-        f"time lost       {duration(f['hours_lost'])} = {duration(lost['checkpointing'])} writing checkpoints"
-        f" + {duration(lost['recompute'])} recompute + {duration(lost['restarts'])} restarts"
-        f" ({i['restart_minutes']:g} min each); {money(f['usd_lost'])}",
-        f"wall clock      {duration(f['wall_days_with_failures'] * 24)} including failures",
+        f"time lost       {hours(f['hours_lost'])} = {hours(lost['checkpointing'])} writing checkpoints"
+        f" + {hours(lost['recompute'])} recompute + {hours(lost['restarts'])} restarts"
+        f" ({i['restart_minutes']:g} min each); {usd(f['usd_lost'])}",
+        f"wall clock      {hours(f['wall_days_with_failures'] * 24)} including failures",
         "",
         "Same training compute, smaller model on more tokens (cheaper to serve, slightly higher loss):",
         _table(p["same_compute"], serve=True),
@@ -252,9 +270,9 @@ def _table(rows: list[dict], serve: bool) -> str:
     head = f"  {'tokens/param':>12} {'params':>8} {'tokens':>8} {'GPU-days':>10} {'cost':>10} {'loss':>6}"
     out = [head + (f" {'serve FLOPs/token':>18}" if serve else "")]
     for r in rows:
-        line = (f"  {r['tokens_per_param']:>12} {human(r['params']):>8} {human(r['tokens']):>8}"
-                f" {r['gpu_days']:>10,.1f} {money(r['cost_usd']):>10} {r['loss_estimate']:>6.3f}")
-        out.append(line + (f" {human(r['serve_flops_per_token']):>18}" if serve else ""))
+        line = (f"  {r['tokens_per_param']:>12} {count(r['params']):>8} {count(r['tokens']):>8}"
+                f" {r['gpu_days']:>10,.1f} {usd(r['cost_usd']):>10} {r['loss_estimate']:>6.3f}")
+        out.append(line + (f" {count(r['serve_flops_per_token']):>18}" if serve else ""))
     return "\n".join(out)
 
 

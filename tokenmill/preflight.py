@@ -27,27 +27,19 @@ The exit status is 1 when any item fails, so a job can stop before training.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
-import hashlib
 import json
 import math
 import os
 import shutil
-import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
+from tokenmill import preflight_shards, units
 from tokenmill.errors import UserError
+from tokenmill.train.checkpoint_probe import CHECKPOINT_BYTES_PER_PARAM, dry_checkpoint, probe_dir
 
 Status = Literal["pass", "warn", "fail", "skip"]
-# Model weights (fp32) + AdamW's two moments (fp32) per parameter.
-CHECKPOINT_BYTES_PER_PARAM = 12
-# Above this many parameters the dry save uses a one-layer model of the same kind.
-DRY_RUN_MAX_PARAMS = 20_000_000
-SAMPLES_DECODED = 64
 
 
 @dataclass
@@ -140,120 +132,31 @@ class Preflight:
         if data.is_remote(info.root):
             return "warn", (f"dataset.json read from {info.root}; shard files are remote and were not "
                             f"checked here (run preflight where the shards are mounted to check them)")
-        from tokenmill.shards import reader as mds
+        return preflight_shards.check_shard_files(info)
 
-        root = Path(data.local_path(info.root))
-        notes = []
-        for split in ("train", "val"):
-            files = mds.read_index(root / split)
-            problems = mds.check_files(files)
-            if problems:
-                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-                return "fail", f"{split}: {problems[0]}{more}; rerun `tokenmill shards`"
-            expected = info.splits[split]
-            samples = sum(f.samples for f in files)
-            if samples != expected.get("sequences"):
-                return "fail", (f"{split}: index.json lists {samples:,} samples, dataset.json says "
-                                f"{expected.get('sequences'):,}; rerun `tokenmill shards`")
-            if not files:
-                return "fail", f"{split}: no shard files; rerun `tokenmill shards` with more data"
-            problem = self._decode_samples(files, split)
-            if problem:
-                return "fail", problem
-            notes.append(f"{split} {samples:,} sequences in {len(files)} shard(s)")
-        return "pass", f"{'; '.join(notes)}; seq_len {info.seq_len}, {info.dtype}; decoded samples look right"
-
-    def _decode_samples(self, files, split: str) -> Optional[str]:
-        """Decode the first samples of the first and the last shard."""
-        import numpy as np
-
-        from tokenmill.shards import reader as mds
-
-        info = self.info
-        seen: set[int] = set()
-        for f in {id(f): f for f in (files[0], files[-1])}.values():
-            for i, row in enumerate(mds.decode(f, mds.shard_bytes(f))):
-                if i >= SAMPLES_DECODED:
-                    break
-                tokens = np.asarray(row.get(info.column))
-                where = f"{split} {f.path.name} sample {i}"
-                if tokens.shape != (info.seq_len,):
-                    return f"{where}: {tokens.shape} tokens, dataset.json says seq_len {info.seq_len}"
-                if tokens.size and int(tokens.max()) >= info.vocab_size:
-                    return f"{where}: token id {int(tokens.max())} >= vocab_size {info.vocab_size}"
-                if "seq_id" in row:
-                    if int(row["seq_id"]) in seen:
-                        return f"{where}: seq_id {int(row['seq_id'])} appears twice"
-                    seen.add(int(row["seq_id"]))
-        return None
-
-    # --- 3. tokenizer vs shards vs model ---------------------------------------------
+    # --- 4. tokenizer vs shards vs model ---------------------------------------------
 
     def check_tokenizer(self) -> tuple[Status, str]:
         from tokenmill.train import data
 
-        info = self.info
-        if info is None:
+        if self.info is None:
             return "skip", "needs readable shards"
         # The model first: a mismatch here is what breaks training.
         if self.cfg.init_from:
             if self.model_cfg is None:
                 return "skip", "needs a usable base model"
         else:
-            self.model_cfg = data.resolve_model(self.cfg.model, info)
-        if info.eos_id >= self.model_cfg.vocab_size or info.eos_id < 0:
-            return "fail", f"eos_id {info.eos_id} is outside the vocabulary (size {self.model_cfg.vocab_size})"
-        limit = {"uint16": 1 << 16, "uint32": 1 << 32}.get(info.dtype)
-        if limit is not None and info.vocab_size > limit:
-            return "fail", f"vocab_size {info.vocab_size:,} does not fit token dtype {info.dtype}"
-        path = info.tokenizer_path
-        if not path.is_file():
-            return "warn", (f"no tokenizer.json next to dataset.json ({path}): model and shards agree "
-                            f"(vocab {info.vocab_size:,}, seq_len {info.seq_len}), but text cannot be decoded")
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        if info.tokenizer_sha256 and sha != info.tokenizer_sha256:
-            return "fail", (f"{path} (sha256 {sha[:12]}) is not the tokenizer the shards were made with "
-                            f"({info.tokenizer_sha256[:12]}); copy the right tokenizer.json or rebuild the shards")
-        from tokenizers import Tokenizer
+            self.model_cfg = data.resolve_model(self.cfg.model, self.info)
+        return preflight_shards.check_tokenizer(self.info, self.model_cfg)
 
-        tok = Tokenizer.from_file(str(path))
-        size = tok.get_vocab_size()
-        if size > info.vocab_size:
-            return "fail", f"tokenizer has {size:,} tokens but the model/shards vocab_size is {info.vocab_size:,}"
-        eos = tok.id_to_token(info.eos_id)
-        if eos is None:
-            return "fail", f"eos_id {info.eos_id} is not a token of {path}"
-        special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
-        if info.eos_id not in special:
-            return "warn", f"EOS {eos!r} (id {info.eos_id}) is not a special token of the tokenizer"
-        probe = "Pre-flight check: 42 tokens, café, naïve."
-        if tok.decode(tok.encode(probe).ids) != probe:
-            return "warn", "the tokenizer does not round-trip text exactly (decode(encode(x)) != x)"
-        return "pass", (f"tokenizer {sha[:12]} matches; vocab {size:,} <= model {self.model_cfg.vocab_size:,}; "
-                        f"EOS {eos!r} = {info.eos_id}; seq_len {self.model_cfg.seq_len}")
-
-    # --- 4. enough data -----------------------------------------------------------------
+    # --- 5. enough data -----------------------------------------------------------------
 
     def check_data(self) -> tuple[Status, str]:
-        info = self.info
-        if info is None:
+        if self.info is None:
             return "skip", "needs readable shards"
-        cfg, nproc = self.cfg, self.options.nproc
-        train = int(info.splits["train"].get("sequences") or 0)
-        val = int(info.splits["val"].get("sequences") or 0)
-        if train < cfg.global_batch_size:
-            return "fail", f"train has {train:,} sequences, fewer than one global batch ({cfg.global_batch_size})"
-        eval_batch = cfg.micro_batch_size * nproc
-        if val < eval_batch:
-            return "warn", (f"val has {val:,} sequences, fewer than one eval batch ({cfg.micro_batch_size} x "
-                            f"{nproc} ranks): evaluation will see no data")
-        epochs = cfg.max_steps * cfg.global_batch_size / train
-        detail = f"{epochs:.2f} epoch(s) over {train:,} train sequences; {val:,} val sequences"
-        if epochs > 1:
-            return "warn", detail + ": the run repeats data"
-        return "pass", detail
+        return preflight_shards.check_data(self.cfg, self.info, self.options.nproc)
 
-    # --- 5. checkpoint location ---------------------------------------------------------
+    # --- 7. checkpoint location ---------------------------------------------------------
 
     def _params(self) -> Optional[int]:
         if self.model_cfg is None:
@@ -286,18 +189,18 @@ class Preflight:
             need = params * CHECKPOINT_BYTES_PER_PARAM * (keep + 1)
             if self.options.min_free_gb is not None:
                 need = max(need, self.options.min_free_gb * 1e9)
-            what = f"{keep} kept + 1 being written x {_gb(params * CHECKPOINT_BYTES_PER_PARAM)} ({params:,} params)"
+            what = f"{keep} kept + 1 being written x {units.gb(params * CHECKPOINT_BYTES_PER_PARAM)} ({params:,} params)"
         if free < need:
-            return "fail", f"{root}: {_gb(free)} free, need {_gb(need)} for {what}"
+            return "fail", f"{root}: {units.gb(free)} free, need {units.gb(need)} for {what}"
         from tokenmill.train import checkpoint
 
         latest = checkpoint.latest_checkpoint(root) if root.is_dir() else None
         resume = ""
         if latest is not None and self.cfg.checkpoint.autoresume:
             resume = f"; will resume from {latest.name}"
-        return "pass", f"{root} writable, {_gb(free)} free, need {_gb(need)} for {what}{resume}"
+        return "pass", f"{root} writable, {units.gb(free)} free, need {units.gb(need)} for {what}{resume}"
 
-    # --- 6. dry checkpoint save + load --------------------------------------------------
+    # --- 8. dry checkpoint save + load --------------------------------------------------
 
     def check_dry_checkpoint(self) -> tuple[Status, str]:
         if not self.options.dry_checkpoint:
@@ -310,8 +213,6 @@ class Preflight:
             return "skip", "a process group is already running in this process"
         with probe_dir(self.cfg.run_path / "checkpoints") as root:
             return dry_checkpoint(self.model_cfg, root, self._params() or 0)
-
-    # --- 7. time and cost -------------------------------------------------------------
 
     # --- 3. base model and 6. memory -------------------------------------------------------
 
@@ -336,7 +237,7 @@ class Preflight:
 
         cfg, params = self.cfg, self._params()
         trainable = memory.trainable_params(self.model_cfg)
-        gpu = self.options.gpu or _visible_gpu_kind()
+        gpu = self.options.gpu or visible_gpu_kind()
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and gpu is not None)
         est = memory.estimate(self.model_cfg, params, trainable, self.options.nproc, cfg.micro_batch_size, bf16,
                               cfg.activation_checkpointing)
@@ -356,30 +257,24 @@ class Preflight:
             return "warn", detail + ": little headroom"
         return "pass", detail
 
+    # --- 9. time and cost -------------------------------------------------------------
+
     def check_estimate(self) -> tuple[Status, str]:
         if self.model_cfg is None:
             return "skip", "needs the model config (readable shards)"
-        try:
-            from tokenmill import plan
-        except ImportError:
-            return "skip", "tokenmill.plan is not installed"
+        from tokenmill.plan import run_estimate
         from tokenmill.train.model import flops_per_token
 
         cfg, opts = self.cfg, self.options
-        tokens = cfg.max_steps * cfg.global_batch_size * self.model_cfg.seq_len
-        per_token = flops_per_token(self.model_cfg)
-        gpu = opts.gpu or _visible_gpu_kind()
-        assumed = "" if gpu else " (assumed: pass --gpu)"
-        gpu = gpu or "h100"
-        # 6 N D with N = FLOPs per token / 6: the trainer's own count, attention included.
-        p = plan.plan(params=per_token / 6, tokens=tokens, gpu=gpu, mfu=opts.mfu,
-                      usd_per_gpu_hour=opts.usd_per_gpu_hour, gpus=opts.nproc)
-        wall_h = p["wall_days"] * 24
-        young_h = p["failures"]["checkpoint_interval_hours"]
-        detail = (f"{tokens:,.0f} tokens, {p['flops']:.3g} FLOPs; on {opts.nproc} x {gpu}{assumed} at MFU "
-                  f"{opts.mfu:.2f}: {p['gpu_hours']:,.3g} GPU-hours, wall {_hours(wall_h)}, "
-                  f"{_usd(p['cost_usd'])} at ${p['inputs']['usd_per_gpu_hour']:g}/GPU-hour; "
-                  f"expected failures {p['failures']['expected_failures']:.2g}")
+        e = run_estimate(self._params(), flops_per_token(self.model_cfg),
+                         cfg.max_steps * cfg.global_batch_size * self.model_cfg.seq_len,
+                         opts.gpu or visible_gpu_kind(), opts.nproc, opts.mfu, opts.usd_per_gpu_hour)
+        wall_h, young_h = e.wall_hours, e.checkpoint_interval_hours
+        assumed = " (assumed: pass --gpu)" if e.gpu_assumed else ""
+        detail = (f"{e.tokens:,.0f} tokens, {e.flops:.3g} FLOPs; on {opts.nproc} x {e.gpu}{assumed} at MFU "
+                  f"{opts.mfu:.2f}: {e.gpu_hours:,.3g} GPU-hours, wall {units.hours(wall_h)}, "
+                  f"{units.usd(e.cost_usd)} at ${e.usd_per_gpu_hour:g}/GPU-hour; "
+                  f"expected failures {e.expected_failures:.2g}")
         every = cfg.checkpoint
         interval_h = math.inf
         if every.every_steps:
@@ -387,12 +282,12 @@ class Preflight:
         if every.every_minutes:
             interval_h = min(interval_h, every.every_minutes / 60)
         if wall_h > young_h and interval_h > 2 * young_h:
-            shown = "never" if math.isinf(interval_h) else f"every {_hours(interval_h)}"
+            shown = "never" if math.isinf(interval_h) else f"every {units.hours(interval_h)}"
             return "warn", detail + (f"; checkpoints {shown}, but the interval that minimizes lost work "
-                                     f"is {_hours(young_h)} (set checkpoint.every_minutes)")
+                                     f"is {units.hours(young_h)} (set checkpoint.every_minutes)")
         return "pass", detail
 
-    # --- 8. GPUs and NCCL -------------------------------------------------------------
+    # --- 10. GPUs and NCCL ------------------------------------------------------------
 
     def check_gpus(self) -> tuple[Status, str]:
         import torch
@@ -420,105 +315,8 @@ class Preflight:
         return "pass", detail
 
 
-@contextlib.contextmanager
-def probe_dir(target: Path):
-    """A new temporary folder in the nearest existing folder on the way to ``target``
-    (the same filesystem ``target`` will be on), removed afterwards with all it holds.
-    Nothing else is created or removed. OSError when that folder cannot be written."""
-    existing = target
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
-    path = Path(tempfile.mkdtemp(prefix=".tokenmill-preflight-", dir=existing))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def dry_checkpoint(model_cfg, root: Path, params: int) -> tuple[Status, str]:
-    """Save a sharded checkpoint with the trainer's code, load it into fresh
-    objects, and compare every tensor. One process, gloo, CPU."""
-    import dataclasses
-
-    import torch
-    import torch.distributed as dist
-
-    from tokenmill.train import checkpoint
-    from tokenmill.train.fsdp import build_model
-    from tokenmill.train.loop import build_optimizer
-    from tokenmill.train.config import OptimConfig
-
-    reduced = params > DRY_RUN_MAX_PARAMS
-    if reduced:
-        width = max(model_cfg.n_heads * 8, 64 // model_cfg.n_heads * model_cfg.n_heads)
-        model_cfg = dataclasses.replace(model_cfg, n_layers=1, d_model=width, d_head=None, d_ff=None,
-                                        vocab_size=min(model_cfg.vocab_size, 4096))
-    store_dir = Path(tempfile.mkdtemp(prefix="tokenmill-preflight-"))
-    dist.init_process_group("gloo", store=dist.FileStore(str(store_dir / "store"), 1), rank=0, world_size=1)
-    try:
-        device = torch.device("cpu")
-
-        def fresh():
-            model = build_model(model_cfg, device)
-            model.init_weights(0)
-            return model, build_optimizer(model, OptimConfig(), fused=False)
-
-        model, optim = fresh()
-        tokens = torch.randint(0, model_cfg.vocab_size, (2, model_cfg.seq_len))
-        from tokenmill.train.model import lm_loss
-
-        lm_loss(model(tokens), tokens).backward()
-        optim.step()  # so the optimizer has state to save
-        started = time.time()
-        path = checkpoint.save(root / "checkpoints", 1, model, optim, {"step": 1, "preflight": True}, keep_last=1)
-        seconds = time.time() - started
-        written = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        model2, optim2 = fresh()
-        state = checkpoint.load(path, model2, optim2)
-        if state.get("step") != 1:
-            return "fail", f"trainer state read back as {state!r}"
-        a, b = _full_state(model, optim), _full_state(model2, optim2)
-        diff = [k for k in a if k not in b or not torch.equal(a[k], b[k])]
-        if diff or len(a) != len(b):
-            return "fail", f"loaded checkpoint differs from the saved one in {diff[:3] or 'its keys'}"
-    finally:
-        dist.destroy_process_group()
-        shutil.rmtree(store_dir, ignore_errors=True)
-    rate = written / max(seconds, 1e-6)
-    model_note = " (one-layer model of the same kind)" if reduced else ""
-    detail = f"saved and loaded back bit-exact{model_note}: {written / 1e6:.1f} MB in {seconds:.2f} s"
-    if params:
-        full = params * CHECKPOINT_BYTES_PER_PARAM
-        detail += f"; a full checkpoint ({_gb(full)}) at this rate takes ~{_hours(full / rate / 3600)}"
-    return "pass", detail
-
-
-def _full_state(model, optim) -> dict:
-    """Model and optimizer tensors by name, gathered to full tensors."""
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-    from torch.distributed.tensor import DTensor
-
-    model_sd, optim_sd = get_state_dict(model, optim)
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                walk(f"{prefix}.{i}", v)
-        elif hasattr(value, "shape"):
-            flat[prefix] = value.full_tensor() if isinstance(value, DTensor) else value
-
-    walk("model", model_sd)
-    walk("optim", optim_sd)
-    return flat
-
-
-def _visible_gpu_kind() -> Optional[str]:
+def visible_gpu_kind() -> Optional[str]:
+    """The table name of the first visible GPU (h100, a10g, ...); None without CUDA or for an unknown card."""
     try:
         import torch
 
@@ -530,24 +328,6 @@ def _visible_gpu_kind() -> Optional[str]:
     from tokenmill.gpus import gpu_for_device
 
     return gpu_for_device(name)
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:,.2f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
-
-
-def _usd(x: float) -> str:
-    return f"${x:,.0f}" if x >= 100 else f"${x:.3g}"
-
-
-def _hours(h: float) -> str:
-    if h < 1 / 60:
-        return f"{h * 3600:.1f} s"
-    if h < 1:
-        return f"{h * 60:.1f} min"
-    if h < 48:
-        return f"{h:.1f} h"
-    return f"{h / 24:.1f} days"
 
 
 # --- command line -----------------------------------------------------------------------

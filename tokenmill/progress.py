@@ -16,27 +16,11 @@ import threading
 import time
 
 from tokenmill.manifest import StageRecord
+from tokenmill.units import human_bytes, human_seconds  # noqa: F401  (human_bytes: also for the stage jobs)
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def human_seconds(s: float) -> str:
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 class SparkProgress:

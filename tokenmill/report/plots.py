@@ -10,6 +10,8 @@ import base64
 import io
 from typing import Optional
 
+from tokenmill.units import byte_unit
+
 COLORS = ["#3b6ea8", "#e07b39", "#5a9e5a", "#c4484f", "#8a6bb8", "#8c6d5a", "#d17fb4", "#7f7f7f"]
 
 
@@ -57,7 +59,7 @@ def funnel(rows: list[dict]) -> str:
     _integer_axis(axes[0].xaxis)
     if has_bytes:
         known = [r for r in rows if r.get("bytes") is not None]
-        scale, unit = _byte_unit(max(r["bytes"] for r in known))
+        scale, unit = byte_unit(max(r["bytes"] for r in known))
         values = [r["bytes"] / scale for r in known][::-1]
         bars = axes[1].barh([r["step"] for r in known][::-1], values, color=COLORS[1])
         _label_bars(axes[1], bars, values, lambda v: f"{v:,.1f} {unit}")
@@ -67,13 +69,6 @@ def funnel(rows: list[dict]) -> str:
         axes[1].set_yticklabels([])
     fig.suptitle("Documents and bytes through the pipeline", fontsize=10)
     return to_img(fig, "stage funnel")
-
-
-def _byte_unit(largest: float) -> tuple[float, str]:
-    for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
-        if largest >= scale:
-            return scale, unit
-    return 1.0, "B"
 
 
 def _integer_axis(axis) -> None:
