@@ -22,7 +22,7 @@ from chat_tokenizers import CHATML
 from test_chat_pipeline import EXPECTED, VALID, write_inputs
 
 from tokenmill import cli, tables
-from tokenmill.train.fixture import CHAT_SPECIALS, train_tokenizer, write_hf_model
+from train_fixture import CHAT_SPECIALS, train_tokenizer, write_hf_model
 from tokenmill.train.runlog import read_jsonl
 
 SEQ_LEN = 128
@@ -161,9 +161,27 @@ def test_every_row_is_kept_or_rejected_with_its_reason(spark, dry, inputs):
     assert sum(s["examples"] for s in dataset["splits"].values()) == manifest["tokenize"]["rows_out"]
 
 
-def test_finetune_trains_exports_and_the_model_generates(trained):
+def assert_export_matches_checkpoint(run: Path, tokens) -> None:
+    """The Hugging Face export (opened by transformers) gives the run's checkpoint's logits."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from tokenmill.train.export import load_from_checkpoint
+
+    export = AutoModelForCausalLM.from_pretrained(run / "hf").eval()
+    ours, _ = load_from_checkpoint(run)
+    with torch.no_grad():
+        torch.testing.assert_close(export(tokens).logits, ours(tokens), rtol=1e-5, atol=1e-5)
+
+
+def safetensors_of(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+def test_finetune_trains_exports_and_the_model_generates(trained):
+    from transformers import AutoTokenizer
 
     out, text = trained
     for stage in ("etl", "dedup", "tokenize", "shards"):
@@ -173,13 +191,10 @@ def test_finetune_trains_exports_and_the_model_generates(trained):
     assert len(evals) >= 3 and evals[-1] < evals[0] - 0.5, evals
     hf = out / "run" / "hf"
     assert f"model      {hf}" in text
-    model = AutoModelForCausalLM.from_pretrained(hf).eval()
     tok = AutoTokenizer.from_pretrained(hf)
     prompt = tok.apply_chat_template([{"role": "user", "content": "Order 1234: where is my lamp from Oslo?"}],
                                      add_generation_prompt=True, return_tensors="pt")
-    with torch.no_grad():
-        answer = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
-    assert answer.shape[1] > prompt.shape[1]
+    assert_export_matches_checkpoint(out / "run", prompt)
 
 
 def test_the_registered_version_loads_from_the_local_registry_and_generates(trained, monkeypatch):
@@ -206,7 +221,10 @@ def test_a_rerun_is_up_to_date_everywhere(trained, inputs, model, data_config):
 
 
 def test_continued_pretraining_trains_on_plain_text_with_the_models_tokenizer(model, tmp_path):
+    import torch
+
     from tokenmill.sample.prose import news_story
+    from tokenmill.shards.reader import iter_split
 
     rng = random.Random(5)
     docs = tmp_path / "news.jsonl"
@@ -222,7 +240,15 @@ def test_continued_pretraining_trains_on_plain_text_with_the_models_tokenizer(mo
     assert dataset["tokenizer_sha256"] == hashlib.sha256((model / "tokenizer.json").read_bytes()).hexdigest()
     end = [e for e in read_jsonl(out / "run" / "events.jsonl") if e["event"] == "end"]
     assert end and end[-1]["step"] == 3
-    assert (out / "run" / "hf" / "config.json").is_file()
+    # Trained from the base: every weight moved, but only as far as 3 AdamW steps at lr 1e-3 go
+    # (each at most about lr per step); a fresh initialisation would be ~0.1 away.
+    base, after = safetensors_of(model), safetensors_of(out / "run" / "hf")
+    assert set(after) == set(base)
+    moved = {name: (after[name] - base[name]).abs().max().item() for name in base}
+    assert max(moved.values()) < 3 * 1e-3 * 2, moved
+    assert min(moved.values()) > 0, moved
+    (sequence,) = iter_split(out / "shards" / "train", limit=1)
+    assert_export_matches_checkpoint(out / "run", torch.tensor([sequence["tokens"].tolist()]))
 
 
 @pytest.mark.parametrize("bad, message", [
