@@ -26,9 +26,10 @@ from pathlib import Path
 
 from tokenmill.chat.template import ChatTemplate
 from tokenmill.shards import mds
+from tokenmill.shards.dataset_info import FILE as DATASET_FILE, SFT_FORMAT, DatasetInfo
 from tokenmill.shards.shuffle import SPLITS, shuffle, val_count
 
-FORMAT = "tokenmill-mds-sft-v1"
+FORMAT = SFT_FORMAT  # the name chat/job.py logs
 WRITTEN_SCHEMA = ("split string, part int, sequences long, examples long, tokens long, targets long, "
                   "shards int, bytes long")
 COUNTS = ("sequences", "examples", "tokens", "targets")
@@ -102,7 +103,7 @@ def make_writer(spec: SftShardSpec, local_root: str, remote_root: str | None = N
     return write
 
 
-def dataset_json(spec: SftShardSpec, written) -> dict:
+def dataset_info(spec: SftShardSpec, written) -> DatasetInfo:
     """dataset.json from the writers' rows (split, part, counts, shards, bytes)."""
     splits = {s: dict.fromkeys((*COUNTS, "shards", "bytes"), 0) for s in SPLITS}
     for row in written:
@@ -113,10 +114,10 @@ def dataset_json(spec: SftShardSpec, written) -> dict:
         out[s] = {"sequences": c["sequences"], "examples": c["examples"], "target_tokens": c["targets"],
                   "pad_tokens": c["sequences"] * spec.seq_len - c["tokens"], "tokens": c["sequences"] * spec.seq_len,
                   "shards": c["shards"], "bytes": c["bytes"]}
-    return {"format": FORMAT, "columns": columns(spec), "column": "tokens", "dtype": spec.dtype,
-            "seq_len": spec.seq_len, "vocab_size": spec.vocab_size, "eos_id": spec.eos_id, "bos_id": spec.bos_id,
-            "pad_id": spec.pad_id, "tokenizer_sha256": spec.tokenizer_sha256,
-            "template_sha256": spec.template_sha256, "splits": out}
+    return DatasetInfo(format=SFT_FORMAT, columns=columns(spec), column="tokens", dtype=spec.dtype,
+                       seq_len=spec.seq_len, vocab_size=spec.vocab_size, eos_id=spec.eos_id, bos_id=spec.bos_id,
+                       pad_id=spec.pad_id, tokenizer_sha256=spec.tokenizer_sha256,
+                       template_sha256=spec.template_sha256, splits=out)
 
 
 def write_metadata(root: str, tokenizer_json: str, template: ChatTemplate | None,
@@ -149,11 +150,10 @@ def write_shards(windows, spec: SftShardSpec, root: str, remote: str | None = No
     written = [r.asDict() for r in rows]
     for split in SPLITS:
         mds.merge_split(root, remote, split, sorted(r["part"] for r in written if r["split"] == split))
-    dataset = dataset_json(spec, written)
+    dataset = dataset_info(spec, written)
     if tokenizer_json is not None:
         write_metadata(root, tokenizer_json, template, remote)
-    os.makedirs(root, exist_ok=True)
-    Path(root, "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+    dataset.write(root)
     if remote is not None:
-        mds.upload(root, remote, "dataset.json")  # last: readers look for it
-    return dataset
+        mds.upload(root, remote, DATASET_FILE)  # last: readers look for it
+    return dataset.to_json()

@@ -26,7 +26,6 @@ they are written, and dataset.json goes up last.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections import defaultdict
@@ -41,10 +40,10 @@ from tokenmill.facts import ShardsFacts, TokenizeFacts
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, human_bytes, log
 from tokenmill.shards import mds
+from tokenmill.shards.dataset_info import FILE as DATASET_FILE, FORMATS, TEXT_FORMAT, DatasetInfo, format_of
 from tokenmill.shards.shuffle import SPLITS, auto_parts, max_share_deviation, neighbour_gap_ratio, shuffle, val_count
 from tokenmill.tokenize.tokenizer import file_sha256
 
-FORMAT = "tokenmill-mds-v1"
 INPUT = "sequences"
 
 
@@ -70,20 +69,18 @@ def tokenize_facts(ctx) -> tuple[TokenizeFacts, Path]:
 
 
 # What a shards folder holds at its top (both variants); streaming adds files only inside the splits.
-SHARDS_ENTRIES = frozenset({*SPLITS, "dataset.json", "tokenizer.json", "tokenizer_config.json"})
+SHARDS_ENTRIES = frozenset({*SPLITS, DATASET_FILE, "tokenizer.json", "tokenizer_config.json"})
 
 
 def is_shards(folder: Path) -> bool:
     """Whether ``folder`` holds shards this stage (or the chat variant) wrote, and nothing else at its top."""
-    from tokenmill.train.data import FORMAT as TEXT_FORMAT, SFT_FORMAT
-
-    try:
-        dataset = json.loads((folder / "dataset.json").read_text())
-        names = {p.name for p in folder.iterdir()}
-    except (OSError, ValueError):
+    if format_of(folder) not in FORMATS:
         return False
-    ours = isinstance(dataset, dict) and dataset.get("format") in (TEXT_FORMAT, SFT_FORMAT)
-    return ours and names <= SHARDS_ENTRIES
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return False
+    return names <= SHARDS_ENTRIES
 
 
 def check_output(final: Path) -> Path:
@@ -108,7 +105,7 @@ def _swap(staging: Path, final: Path) -> None:
 def output_signature(ctx, final: Path) -> dict:
     """What the up-to-date check compares: dataset.json, written last and only by this stage.
     (Not the whole folder: training unpacks compressed shards next to them.)"""
-    dataset = str(final / "dataset.json")
+    dataset = str(final / DATASET_FILE)
     return {dataset: ctx.signature(dataset)}
 
 
@@ -179,22 +176,22 @@ def run(ctx) -> StageRecord:
             "input_order_gap_ratio": None if gap is None else round(3 / (len(ids) + 1), 6),
         }
 
-    dataset = {
-        "format": FORMAT,
-        "column": "tokens",
-        "dtype": dtype,
-        "seq_len": seq_len,
-        "vocab_size": tok.vocab_size,
-        "eos_id": tok.eos_id,
-        "bos_id": tok.bos_id,
-        "tokenizer_sha256": tok.tokenizer_sha256,
-        "splits": {s: {k: per_split[s][k] for k in ("sequences", "tokens", "shards")} for s in SPLITS},
-    }
+    dataset = DatasetInfo(
+        format=TEXT_FORMAT,
+        column="tokens",
+        dtype=dtype,
+        seq_len=seq_len,
+        vocab_size=tok.vocab_size,
+        eos_id=tok.eos_id,
+        bos_id=tok.bos_id,
+        tokenizer_sha256=tok.tokenizer_sha256,
+        splits={s: {k: per_split[s][k] for k in ("sequences", "tokens", "shards")} for s in SPLITS},
+    )
     shutil.copyfile(tokenizer_file, staging / "tokenizer.json")
-    (staging / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+    dataset.write(staging)
     if remote is not None:
         mds.upload(str(staging), remote, "tokenizer.json")
-        mds.upload(str(staging), remote, "dataset.json")  # last: readers look for it
+        mds.upload(str(staging), remote, DATASET_FILE)  # last: readers look for it
     _swap(staging, final)
 
     rows_out = sum(per_split[s]["sequences"] for s in SPLITS)
@@ -209,7 +206,7 @@ def run(ctx) -> StageRecord:
         extra=ShardsFacts(
             location=str(final),
             remote=remote,
-            **dataset,
+            **dataset.to_json(),
             rows_unit="sequences",
             bytes={s: per_split[s]["bytes"] for s in SPLITS},
             partitions={"train": train_parts, "val": val_parts},

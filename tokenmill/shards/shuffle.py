@@ -14,9 +14,8 @@ import math
 
 import numpy as np
 
+from tokenmill.shards.dataset_info import SPLITS as SPLITS  # the splits dataset.json lists
 from tokenmill.tokenize.pack import place_buckets
-
-SPLITS = ("train", "val")
 
 
 def add_keys(df, seed: int):

@@ -5,7 +5,8 @@ A shards dir ``S`` (local path or a URI that ``streaming`` can read) holds
 ``tokens`` (seq_len token ids, uint16 or uint32) and ``seq_id`` (a unique
 global id, used to audit that a resumed run neither repeats nor skips data).
 
-Two formats (``dataset.json``'s ``format``):
+Two formats (``dataset.json``'s ``format``; the file is read and checked by
+``tokenmill/shards/dataset_info.py``):
 
 - ``tokenmill-mds-v1`` (pretraining): tokens, seq_id.
 - ``tokenmill-mds-sft-v1`` (fine-tuning, ``tokenmill/chat/shards.py``): also
@@ -16,7 +17,6 @@ Two formats (``dataset.json``'s ``format``):
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -27,15 +27,13 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, Optional
 from tokenmill.errors import UserError
 from tokenmill.locations import is_remote
 from tokenmill.locations import strip_file_scheme as local_path
+from tokenmill.shards.dataset_info import FILE as DATASET_FILE, DatasetInfo
 from tokenmill.train.config import DataConfig, ModelConfig, ModelSpec, model_config
 
 if TYPE_CHECKING:
     import torch
 
-FORMAT = "tokenmill-mds-v1"
-SFT_FORMAT = "tokenmill-mds-sft-v1"
-KINDS = {FORMAT: "pretrain", SFT_FORMAT: "sft"}
-METADATA = ("dataset.json", "tokenizer.json")
+METADATA = (DATASET_FILE, "tokenizer.json")
 OPTIONAL_METADATA = ("tokenizer_config.json",)  # the chat template of SFT shards
 
 
@@ -69,10 +67,7 @@ class ShardsInfo:
 def fetch_metadata(shards: str, cache_dir: Path) -> Path:
     """Local dir with dataset.json and tokenizer.json, downloading if remote."""
     if not is_remote(shards):
-        root = Path(local_path(shards))
-        if not (root / "dataset.json").is_file():
-            raise UserError(f"no dataset.json in {root}: pass --shards DIR pointing at the output of `tokenmill shards`")
-        return root
+        return Path(local_path(shards))  # DatasetInfo.read says when dataset.json is not there
     from streaming.base.storage import download_file
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -90,33 +85,20 @@ def fetch_metadata(shards: str, cache_dir: Path) -> Path:
 def read_dataset_info(shards: str, cache_dir: Path) -> ShardsInfo:
     """The shards' ``dataset.json`` (format, dtype, seq_len, vocab, split sizes), checked."""
     meta_dir = fetch_metadata(shards, cache_dir)
-    path = meta_dir / "dataset.json"
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from None
-    if data.get("format") not in KINDS:
-        raise UserError(f"{path}: format must be {FORMAT!r} or {SFT_FORMAT!r}, got {data.get('format')!r}; "
-                        f"rebuild the shards")
-    missing = [k for k in ("seq_len", "vocab_size", "eos_id", "splits") if k not in data]
-    if missing:
-        raise UserError(f"{path}: missing field {missing[0]!r}; rebuild the shards")
-    for split in ("train", "val"):
-        if split not in data["splits"]:
-            raise UserError(f"{path}: no {split!r} split; rebuild the shards with a val fraction > 0")
+    dataset = DatasetInfo.read(meta_dir)
     return ShardsInfo(
         root=shards,
         meta_dir=meta_dir,
-        seq_len=int(data["seq_len"]),
-        vocab_size=int(data["vocab_size"]),
-        eos_id=int(data["eos_id"]),
-        bos_id=data.get("bos_id"),
-        dtype=data.get("dtype", "uint16"),
-        column=data.get("column", "tokens"),
-        tokenizer_sha256=data.get("tokenizer_sha256", ""),
-        splits=data["splits"],
-        kind=KINDS[data["format"]],
-        pad_id=data.get("pad_id"),
+        seq_len=dataset.seq_len,
+        vocab_size=dataset.vocab_size,
+        eos_id=dataset.eos_id,
+        bos_id=dataset.bos_id,
+        dtype=dataset.dtype,
+        column=dataset.column,
+        tokenizer_sha256=dataset.tokenizer_sha256,
+        splits=dataset.splits,
+        kind=dataset.kind,
+        pad_id=dataset.pad_id,
     )
 
 
