@@ -48,8 +48,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # train_fixture: test scaffolding
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 SYSTEM = ["You are a helpful support assistant for Acme Cloud. Answer briefly.",
@@ -118,7 +120,7 @@ def generate_records(n_bytes: int, seed: int) -> list[str]:
 
 
 def build_tokenizer(records: list[str]):
-    from tokenmill.train.fixture import train_tokenizer
+    from train_fixture import train_tokenizer
 
     texts = [m["content"] for r in records[:3000] for m in json.loads(r)["messages"]]
     return train_tokenizer(texts, 8192, SPECIALS)

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # train_fixture: test scaffolding
 GiB = 1 << 30
 
 
@@ -50,7 +51,7 @@ def checkpoint_shape(args) -> dict:
 
 def make_checkpoint(args) -> Path:
     """The random checkpoint, made once per shape and kept in --workdir."""
-    from tokenmill.train.fixture import write_hf_model
+    from train_fixture import write_hf_model
 
     shape = checkpoint_shape(args)
     out = Path(args.workdir) / f"llama_h{args.hidden}_l{args.layers}_v{args.vocab}_{args.max_shard_size}"

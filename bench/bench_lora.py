@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from bench.cpu_runs import parser_with_run_flags, run_settings, timed_tokens_per_s, train_two_ranks
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # train_fixture: test scaffolding
+
 
 def make_inputs(args) -> tuple[Path, Path]:
-    from tokenmill.train.fixture import write_fixture, write_hf_model
+    from train_fixture import write_fixture, write_hf_model
 
     work = Path(args.workdir)
     shards = work / f"shards_{args.seq_len}"

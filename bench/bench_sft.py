@@ -1,7 +1,7 @@
 """Trainer tokens/s: the masked-loss (SFT) path vs the pretraining path, same model, same tokens.
 
 Makes SFT shards (ChatML conversations, packed and masked by the chat
-stage's own functions: tokenmill.train.fixture.write_sft_fixture), then
+stage's own functions: tests/train_fixture.py write_sft_fixture), then
 pretraining shards holding exactly the same windows' tokens (same
 tokenizer, vocab, seq_len and token count; no loss mask, no doc_ids). Then
 ``tokenmill train --nproc 2`` (gloo, CPU) runs the same model from scratch
@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from bench.cpu_runs import parser_with_run_flags, run_settings, timed_tokens_per_s, train_two_ranks
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # train_fixture: test scaffolding
 AVG_EXAMPLE_TOKENS = 20  # the fixture's conversations, roughly: sizes the number made
 
 
 def make_sft_shards(args) -> Path:
-    from tokenmill.train.fixture import write_sft_fixture
+    from train_fixture import write_sft_fixture
 
     shards = Path(args.workdir) / f"sft_{args.seq_len}"
     if not (shards / "dataset.json").is_file():
@@ -61,7 +64,7 @@ def read_windows(shards: Path, split: str) -> np.ndarray:
 
 def make_pretrain_shards(sft: Path, workdir: Path) -> Path:
     """The SFT windows' tokens as pretraining shards (format tokenmill-mds-v1)."""
-    from tokenmill.train.fixture import write_split
+    from train_fixture import write_split
 
     out = workdir / f"{sft.name}_as_pretrain"
     if (out / "dataset.json").is_file():

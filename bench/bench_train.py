@@ -26,10 +26,10 @@ import torch
 import yaml
 
 from tokenmill.train.config import ModelConfig
-from tokenmill.train.fixture import write_fixture
 from tokenmill.train.model import GPT, lm_loss
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO / "tests"))  # train_fixture: test scaffolding
 MODEL = {"d_model": 256, "n_layers": 4, "n_heads": 8}
 SEQ_LEN = 256
 GLOBAL_BATCH = 16
@@ -100,6 +100,8 @@ def main() -> None:
     out = Path(args.out)
     shards = out / "shards"
     if not (shards / "dataset.json").exists():
+        from train_fixture import write_fixture
+
         write_fixture(shards, n_train=2048, n_val=64, seq_len=SEQ_LEN, size_limit=1 << 20)
     vocab = json.loads((shards / "dataset.json").read_text())["vocab_size"]
 

@@ -31,7 +31,7 @@ def spark():
 @pytest.fixture(scope="session")
 def llama_with_shards(tmp_path_factory):
     """(shards, a tiny Llama checkpoint that uses their tokenizer), shared by the fine-tuning tests."""
-    from tokenmill.train.fixture import write_fixture, write_hf_model
+    from train_fixture import write_fixture, write_hf_model
 
     root = tmp_path_factory.mktemp("llama_with_shards")
     shards = write_fixture(root / "shards", n_train=96, n_val=8, seq_len=32)

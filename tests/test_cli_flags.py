@@ -11,7 +11,7 @@ from test_cli_errors import one_line_error
 
 from tokenmill import spark as spark_module
 from tokenmill.cli import main
-from tokenmill.train.fixture import TINY_HF
+from train_fixture import TINY_HF
 
 TRAIN_FIELDS = "activation_checkpointing, checkpoint, compile, data, device, eval_batches, eval_every"
 OPTIM_FIELDS = "betas, eps, grad_clip, lr, min_lr_ratio, warmup_steps, weight_decay"

@@ -160,7 +160,7 @@ def test_the_installed_pipeline_runs_outside_the_checkout(venv, elsewhere):
 def test_the_installed_finetune_dry_run_outside_the_checkout(venv, elsewhere, tmp_path):
     from chat_tokenizers import CHATML
 
-    from tokenmill.train.fixture import CHAT_SPECIALS, train_tokenizer, write_hf_model
+    from train_fixture import CHAT_SPECIALS, train_tokenizer, write_hf_model
 
     rows = [{"id": f"c{i}", "messages": [{"role": "user", "content": f"Where is parcel {i}?"},
                                          {"role": "assistant", "content": f"Parcel {i} left Lyon on Monday."}]}

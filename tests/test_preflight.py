@@ -12,7 +12,7 @@ import yaml
 from test_cli_errors import one_line_error
 
 from tokenmill import cli, preflight
-from tokenmill.train.fixture import write_fixture
+from train_fixture import write_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,7 +221,7 @@ def test_base_model_checks_and_memory(shards, tmp_path, capsys):
     """init_from: the base model item passes for a matching folder and fails with the reason otherwise."""
     import shutil
 
-    from tokenmill.train.fixture import write_hf_model
+    from train_fixture import write_hf_model
 
     model = write_hf_model(tmp_path / "model", "llama", vocab_size=512, tokenizer_dir=shards)
     config = train_config(tmp_path, model={})

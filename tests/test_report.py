@@ -21,7 +21,7 @@ from tokenmill import cli, tables
 from tokenmill.manifest import Manifest, StageRecord
 from tokenmill.report import card as report_card
 from tokenmill.report import data as report_data
-from tokenmill.train.fixture import write_fixture
+from train_fixture import write_fixture
 
 from stage_facts import dedup_extra, etl_extra, shards_extra
 

@@ -10,7 +10,7 @@ from test_train_epochs import run_one_rank
 
 from tokenmill.train import checkpoint
 from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, TrainConfig
-from tokenmill.train.fixture import write_fixture
+from train_fixture import write_fixture
 from tokenmill.train.runlog import read_jsonl
 
 

@@ -20,7 +20,7 @@ import yaml
 from tokenmill import tables
 from tokenmill.config import RunConfig, from_dict
 from tokenmill.pipeline import run_stages
-from tokenmill.train.fixture import synthetic_documents, write_hf_model
+from train_fixture import synthetic_documents, write_hf_model
 from tokenmill.train.runlog import read_jsonl
 from test_train_runs import REPO, events, final_weights, kill_mid_run, run_train
 

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from tokenmill.errors import UserError
 from tokenmill.train import loop
 from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, OptimConfig, TrainConfig
-from tokenmill.train.fixture import write_fixture
+from train_fixture import write_fixture
 from tokenmill.train.fsdp import free_port
 from tokenmill.train.runlog import read_jsonl
 

@@ -10,7 +10,7 @@ import torch
 
 from tokenmill.train import loop
 from tokenmill.train.config import CheckpointConfig, TrainConfig
-from tokenmill.train.fixture import write_fixture
+from train_fixture import write_fixture
 from tokenmill.train.runlog import read_jsonl
 
 from tiny_train import tiny_config

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from tokenmill.train.base_model import load_pretrained
 from tokenmill.train.config import AttentionConfig, ExportConfig, ModelConfig
 from tokenmill.train.export import write_hf
-from tokenmill.train.fixture import write_hf_model
+from train_fixture import write_hf_model
 from tokenmill.train.hf_io import METADATA_FILES, model_fetcher, read_config
 
 from ranks import spawn_ranks

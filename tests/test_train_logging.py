@@ -6,7 +6,7 @@ import pytest
 
 from tokenmill.train import loop
 from tokenmill.train.config import CheckpointConfig
-from tokenmill.train.fixture import write_fixture
+from train_fixture import write_fixture
 from tokenmill.train.runlog import read_jsonl
 
 from tiny_train import tiny_config

@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tokenmill.train.config import AttentionConfig, LoraConfig, ModelConfig
-from tokenmill.train.fixture import write_hf_model
+from train_fixture import write_hf_model
 from tokenmill.train.runlog import read_jsonl
 from tokenmill.typed_config import ConfigError
 from test_train_runs import events, kill_mid_run, run_train

@@ -35,7 +35,7 @@ def mlflow_env(root) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2-step fine-tune of a random tiny Llama on SFT shards, logged to a sqlite tracking store."""
-    from tokenmill.train.fixture import write_hf_model, write_sft_fixture
+    from train_fixture import write_hf_model, write_sft_fixture
 
     root = tmp_path_factory.mktemp("registry")
     shards = write_sft_fixture(root / "data" / "shards", n_train=16, n_val=4, seq_len=64)

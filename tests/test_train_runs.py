@@ -21,7 +21,7 @@ import yaml
 
 from tokenmill.typed_config import from_dict
 from tokenmill.train.checkpoint import complete_checkpoints, load_model_weights
-from tokenmill.train.fixture import write_fixture
+from train_fixture import write_fixture
 from tokenmill.train.model import GPT, ModelConfig
 from tokenmill.train.runlog import read_jsonl
 from tokenmill.train.shared_memory import segments_held_by, stale_segments

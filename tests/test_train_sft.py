@@ -11,7 +11,7 @@ import yaml
 
 from tokenmill.train import data, sft
 from tokenmill.train.config import DataConfig, ModelConfig, ModelSpec, OptimConfig, TrainConfig
-from tokenmill.train.fixture import write_sft_fixture
+from train_fixture import write_sft_fixture
 from tokenmill.train.fsdp import build_model
 from tokenmill.train.model import GPT, documents_from_ids, masked_lm_loss
 from tokenmill.train.shared_memory import StreamingMemory

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from tokenmill.cli import main
-from tokenmill.train.fixture import write_fixture
+from train_fixture import write_fixture
 from tokenmill.train.runlog import read_jsonl
 
 

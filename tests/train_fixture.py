@@ -2,9 +2,11 @@
 
 The text is synthetic but regular (simple sentences from a small grammar),
 so a tiny model's loss falls quickly. The tokenizer is a small byte-level BPE
-trained in-process: nothing is downloaded.
+trained in-process: nothing is downloaded. Test scaffolding, not part of the
+package: tests import it as a sibling module (``from train_fixture import
+write_fixture``), benches put tests/ on ``sys.path`` first.
 
-    python -m tokenmill.train.fixture OUT [--train 256 --val 32 --seq-len 64]
+    python tests/train_fixture.py OUT [--train 256 --val 32 --seq-len 64]
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import random
 from pathlib import Path
 
 import numpy as np
+
+from tokenmill.shards.dataset_info import TEXT_FORMAT, DatasetInfo
 
 SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the small bird", "a farmer", "the teacher"]
 VERBS = ["sees", "likes", "carries", "follows", "paints", "finds", "feeds"]
@@ -96,18 +100,17 @@ def write_fixture(
     for name, rows, first in (("train", all_seqs[:n_train], 0), ("val", all_seqs[n_train:], n_train)):
         shards = write_split(out / name, rows, first, dtype, size_limit)
         splits[name] = {"sequences": len(rows), "tokens": int(rows.size), "shards": shards}
-    manifest = {
-        "format": "tokenmill-mds-v1",
-        "column": "tokens",
-        "dtype": dtype,
-        "seq_len": seq_len,
-        "vocab_size": tokenizer.get_vocab_size(),
-        "eos_id": eos_id,
-        "bos_id": None,
-        "tokenizer_sha256": hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest(),
-        "splits": splits,
-    }
-    (out / "dataset.json").write_text(json.dumps(manifest, indent=2))
+    DatasetInfo(
+        format=TEXT_FORMAT,
+        column="tokens",
+        dtype=dtype,
+        seq_len=seq_len,
+        vocab_size=tokenizer.get_vocab_size(),
+        eos_id=eos_id,
+        bos_id=None,
+        tokenizer_sha256=hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest(),
+        splits=splits,
+    ).write(out)
     return out
 
 
@@ -154,7 +157,7 @@ def write_sft_fixture(out: str | Path, n_train: int = 256, n_val: int = 32, seq_
     from tokenmill.chat.config import ChatConfig
     from tokenmill.chat.mask import ChatEncoder
     from tokenmill.chat.pack import pack_group
-    from tokenmill.chat.shards import SftShardSpec, dataset_json, write_metadata
+    from tokenmill.chat.shards import SftShardSpec, dataset_info, write_metadata
     from tokenmill.chat.template import CHATML, ChatTemplate
     from tokenmill.chat.validate import Message
 
@@ -176,7 +179,7 @@ def write_sft_fixture(out: str | Path, n_train: int = 256, n_val: int = 32, seq_
                              ["fixture"] * len(part), seq_len, spec.pad_id)
         written.append({"split": split, "part": 0, **_write_sft_split(out / split, windows, spec)})
     write_metadata(str(out), tok.to_str(), template)
-    (out / "dataset.json").write_text(json.dumps(dataset_json(spec, written), indent=2) + "\n")
+    dataset_info(spec, written).write(out)
     return out
 
 
