@@ -189,13 +189,12 @@ def adapters_of(run_dir: Path) -> dict[str, torch.Tensor]:
     return read_adapters(last, from_dict(ModelConfig, read_trainer_state(last)["model_config"]))
 
 
-def test_lora_run_trains_only_the_adapters(lora_run, setup):
+def test_lora_run_trains_only_the_adapters(lora_run):
     import torch.distributed.checkpoint as dcp
 
     from tokenmill.train.checkpoint import complete_checkpoints
     from tokenmill.train.export import load_from_checkpoint
 
-    _, base = setup
     (start,) = events(lora_run, "start")
     assert start["method"] == "lora" and 0 < start["trainable_params"] < 20_000
     losses = [r["loss"] for r in read_jsonl(lora_run / "metrics.jsonl") if "loss" in r]
@@ -206,13 +205,42 @@ def test_lora_run_trains_only_the_adapters(lora_run, setup):
     model_keys = {k for k in keys if k.startswith("model.")}
     assert model_keys and all(k.endswith(("lora_a", "lora_b")) for k in model_keys)
     assert all("lora" in k for k in keys if k.startswith("optim.state."))
-    # After training the base weights are byte for byte the base model's; the adapters moved.
+    # The adapters moved (the base weights: test_lora_training_leaves_the_base_weights_untouched).
     model, _ = load_from_checkpoint(lora_run)
-    hf = load_file(str(base / "model.safetensors"))
-    assert torch.equal(model.blocks["1"].mlp.down.weight, hf["model.layers.1.mlp.down_proj.weight"])
-    assert torch.equal(model.blocks["0"].attn.q.weight, hf["model.layers.0.self_attn.q_proj.weight"])
     assert model.blocks["0"].attn.q.lora_b.abs().max() > 0
     assert not hasattr(model.blocks["0"].mlp.down, "lora_a")  # not a target
+
+
+# tokenmill's parameter names -> the Llama checkpoint's (embeddings tied: no lm_head).
+HF_NAMES = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+            "norm_attn.weight": "input_layernorm.weight", "norm_mlp.weight": "post_attention_layernorm.weight",
+            **{f"attn.{p}.weight": f"self_attn.{p}_proj.weight" for p in "qkvo"},
+            **{f"mlp.{p}.weight": f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")}}
+
+
+def hf_name(name: str) -> str:
+    if name in HF_NAMES:
+        return HF_NAMES[name]
+    _, layer, rest = name.split(".", 2)  # blocks.<i>.<rest>
+    return f"model.layers.{layer}.{HF_NAMES[rest]}"
+
+
+def test_lora_training_leaves_the_base_weights_untouched(setup, tmp_path, make_trainer):
+    """A live trainer's base parameters after run() are the checkpoint's tensors, byte for byte."""
+    from tokenmill.train.config import load_config
+
+    shards, base = setup
+    path = lora_config(tmp_path, shards, base)
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "max_steps": 3, "export_hf": False}))
+    trainer = make_trainer(load_config(path))
+    assert trainer.run()["step"] == 3
+    hf = load_file(str(base / "model.safetensors"))
+    params = {n: p.full_tensor() if hasattr(p, "full_tensor") else p for n, p in trainer.model.named_parameters()}
+    frozen = {n: p for n, p in params.items() if "lora_" not in n}
+    assert sorted(hf_name(n) for n in frozen) == sorted(hf)  # every base tensor, compared below
+    for name, p in frozen.items():
+        assert torch.equal(p.detach().cpu(), hf[hf_name(name)]), name
+    assert all(p.abs().max() > 0 for n, p in params.items() if n.endswith("lora_b"))  # training happened
 
 
 def test_lora_exports_match_tokenmill(lora_run, setup, tmp_path):
