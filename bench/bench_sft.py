@@ -67,21 +67,22 @@ def make_pretrain_shards(sft: Path, workdir: Path) -> Path:
     from train_fixture import write_split
 
     out = workdir / f"{sft.name}_as_pretrain"
-    if (out / "dataset.json").is_file():
+    from tokenmill.shards.dataset_info import FILE, TEXT_FORMAT, DatasetInfo
+
+    if (out / FILE).is_file():
         return out
-    meta = json.loads((sft / "dataset.json").read_text())
+    meta = DatasetInfo.read(sft)
     out.mkdir(parents=True)
     shutil.copyfile(sft / "tokenizer.json", out / "tokenizer.json")
     splits, first = {}, 0
     for name in ("train", "val"):
         rows = read_windows(sft, name)
-        shards = write_split(out / name, rows, first, meta["dtype"], 1 << 22)
+        shards = write_split(out / name, rows, first, meta.dtype, 1 << 22)
         splits[name] = {"sequences": len(rows), "tokens": int(rows.size), "shards": shards}
         first += len(rows)
-    dataset = {"format": "tokenmill-mds-v1", "column": "tokens", "dtype": meta["dtype"], "seq_len": meta["seq_len"],
-               "vocab_size": meta["vocab_size"], "eos_id": meta["eos_id"], "bos_id": meta["bos_id"],
-               "tokenizer_sha256": meta["tokenizer_sha256"], "splits": splits}
-    (out / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    DatasetInfo(format=TEXT_FORMAT, dtype=meta.dtype, seq_len=meta.seq_len, vocab_size=meta.vocab_size,
+                eos_id=meta.eos_id, bos_id=meta.bos_id, tokenizer_sha256=meta.tokenizer_sha256,
+                splits=splits).write(out)
     return out
 
 

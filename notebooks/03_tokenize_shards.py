@@ -96,18 +96,20 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from tokenmill.shards.dataset_info import DatasetInfo
+
 shards_dir = Path(s.location)
-dataset = json.loads((shards_dir / "dataset.json").read_text())
+dataset = DatasetInfo.read(shards_dir)
 tokenizer = Tokenizer.from_file(str(shards_dir / "tokenizer.json"))
 probe = "Tokenizers split text into pieces: naïve café, 3.14159."
 encoded = tokenizer.encode(probe)
 print(f"{len(encoded.ids)} tokens: {encoded.tokens}")
 assert tokenizer.decode(encoded.ids) == probe
 # A sequence where one document ends and the next begins.
-example = sequences.where(F.array_contains("tokens", dataset["eos_id"])).orderBy("seq_id").first()
+example = sequences.where(F.array_contains("tokens", dataset.eos_id)).orderBy("seq_id").first()
 pieces, current = [], []
 for token in example["tokens"]:
-    if token == dataset["eos_id"]:
+    if token == dataset.eos_id:
         pieces += [tokenizer.decode(current), " ⏎EOS "]
         current = []
     else:
@@ -124,4 +126,4 @@ print("".join(pieces + [tokenizer.decode(current)]))
 # COMMAND ----------
 
 display(pd.DataFrame([{"split": split, **q} for split, q in s.shuffle_quality.items()]))
-print(json.dumps(dataset, indent=2))
+print(json.dumps(dataset.to_json(), indent=2))

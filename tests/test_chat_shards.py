@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from tokenmill.chat.pack import pack_examples
-from tokenmill.chat.shards import FORMAT, SftShardSpec, write_shards
+from tokenmill.chat.shards import SftShardSpec, write_shards
+from tokenmill.shards.dataset_info import SFT_FORMAT
 
 TOKENIZED = "id string, source string, tokens array<int>, loss_mask array<tinyint>"
 SPEC = SftShardSpec(seq_len=12, dtype="uint16", vocab_size=100, eos_id=1, bos_id=None, pad_id=0,
@@ -53,7 +54,7 @@ def test_windows_round_trip_and_dataset_json_counts(spark, tmp_path):
         assert x["doc_ids"].tolist() == expected[sid].doc_ids
     n_win, n_tokens = len(expected), sum(len(t) for _, _, t, _ in rows)
     n_val = round(n_win * 0.2)
-    assert (dataset["format"], dataset["seq_len"], dataset["pad_id"]) == (FORMAT, 12, 0)
+    assert (dataset["format"], dataset["seq_len"], dataset["pad_id"]) == (SFT_FORMAT, 12, 0)
     assert dataset["columns"] == {"tokens": "ndarray:uint16:12", "loss_mask": "ndarray:uint8:12",
                                   "doc_ids": "ndarray:uint16:12", "seq_id": "int64"}
     s = dataset["splits"]

@@ -24,12 +24,13 @@ from tokenmill import locations, tables
 from tokenmill.chat import mask, validate
 from tokenmill.chat.hygiene import assemble_messages, clean_message_rows, explode_messages
 from tokenmill.chat.pack import pack_examples, packing_stats
-from tokenmill.chat.shards import FORMAT, SftShardSpec, write_shards
+from tokenmill.chat.shards import SftShardSpec, write_shards
 from tokenmill.chat.template import ChatTemplate, load_template
 from tokenmill.errors import UserError
 from tokenmill.facts import ChatTokenizeFacts, EtlFacts
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, human_bytes, log
+from tokenmill.shards.dataset_info import SFT_FORMAT
 
 DUPLICATE_ID = "duplicate_id"  # a second row with an id already taken (ids name examples)
 CLEAN_COLUMNS = ["id", "source", "messages", "text", "n_chars", "n_words", "quality"]
@@ -306,7 +307,7 @@ def run_shards(ctx) -> StageRecord:
                                tokenizer_file.read_text(encoding="utf-8"), template)
     shards_job._swap(staging, final)
     rows_out = sum(dataset["splits"][s]["sequences"] for s in SPLITS)
-    log(f"[shards] {rows_out:,} windows ({FORMAT}) in {final}" + (f" and {remote}" if remote else ""))
+    log(f"[shards] {rows_out:,} windows ({SFT_FORMAT}) in {final}" + (f" and {remote}" if remote else ""))
     return StageRecord(
         stage="shards", rows_in=n, rows_out=rows_out, inputs={"sequences": ctx.signature("sequences")},
         outputs=shards_job.output_signature(ctx, final),

@@ -29,7 +29,6 @@ from tokenmill.shards import mds
 from tokenmill.shards.dataset_info import FILE as DATASET_FILE, SFT_FORMAT, DatasetInfo
 from tokenmill.shards.shuffle import SPLITS, shuffle, val_count
 
-FORMAT = SFT_FORMAT  # the name chat/job.py logs
 WRITTEN_SCHEMA = ("split string, part int, sequences long, examples long, tokens long, targets long, "
                   "shards int, bytes long")
 COUNTS = ("sequences", "examples", "tokens", "targets")

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 from tokenmill import locations, tables
 from tokenmill.facts import DedupFacts, EtlFacts, ShardsFacts
 from tokenmill.manifest import Manifest
+from tokenmill.shards.dataset_info import FILE as DATASET_FILE, DatasetInfo
 
 # Stage tables, in pipeline order, that hold one row per document.
 DOC_TABLES = ("documents", "clean", "deduped")
@@ -241,10 +242,10 @@ def token_lengths(manifest: Manifest, t: Tables, shards_dir: Path) -> Section:
         return Section(missing="tokenize has not run")
     if is_chat(manifest):  # padded windows of whole examples: no EOS-delimited stream to measure
         return Section(missing="a chat run's tokens per example are in the fine-tuning section below")
-    info = _dataset_json(shards_dir)
+    info = _dataset_info(shards_dir)
     if info is None or not t.exists("sequences"):
         return Section(missing="no sequences table with dataset.json")
-    hist = _eos_span_histogram(t.read("sequences"), int(info["eos_id"]))
+    hist = _eos_span_histogram(t.read("sequences"), info.eos_id)
     if not hist:
         return Section(missing="no EOS token in tables/sequences")
     return Section({"source": "distances between EOS tokens in tables/sequences", "hist": hist})
@@ -296,9 +297,9 @@ def source_mix(t: Tables) -> Section:
     return Section(mix)
 
 
-def _dataset_json(shards_dir: Path) -> Optional[dict]:
-    path = shards_dir / "dataset.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _dataset_info(shards_dir: Path) -> Optional[DatasetInfo]:
+    """The shards' dataset.json, None where the shards stage has not written one."""
+    return DatasetInfo.read(shards_dir) if (shards_dir / DATASET_FILE).is_file() else None
 
 
 def shuffle_quality(shards_dir: Path, t: Tables, manifest: Optional[Manifest] = None) -> Section:
@@ -363,19 +364,19 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 
 def token_totals(manifest: Manifest, shards_dir: Path) -> Section:
-    info = _dataset_json(shards_dir)
+    info = _dataset_info(shards_dir)
     if info is None:
         return Section(missing=f"no dataset.json in {shards_dir} (the shards stage has not run)")
     splits = {
         name: {k: split.get(k) for k in ("sequences", "tokens", "shards")}
-        for name, split in info.get("splits", {}).items()
+        for name, split in info.splits.items()
     }
     return Section({
         "splits": splits,
-        "seq_len": info.get("seq_len"),
-        "vocab_size": info.get("vocab_size"),
-        "eos_id": info.get("eos_id"),
-        "dtype": info.get("dtype"),
+        "seq_len": info.seq_len,
+        "vocab_size": info.vocab_size,
+        "eos_id": info.eos_id,
+        "dtype": info.dtype,
         "total_tokens": sum(int(s.get("tokens") or 0) for s in splits.values()),
     })
 

@@ -83,10 +83,11 @@ def lineage_of_run(run_dir: Path, data_manifest: Optional[Path] = None) -> Linea
     ``data_manifest`` defaults to the manifest.json next to the run's shards
     (``OUT/manifest.json`` for shards in ``OUT/shards``), when there is one.
     """
+    from tokenmill.shards import dataset_info
     from tokenmill.tokenize.tokenizer import file_sha256
 
     state = trainer_state(run_dir)
-    dataset = _read_json(run_dir / "dataset.json")
+    dataset = _read_json(run_dir / dataset_info.FILE)
     if data_manifest is None:
         data_manifest = _manifest_next_to(state["config"]["data"]["shards"])
     elif not data_manifest.is_file():
