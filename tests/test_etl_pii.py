@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
+import os
 import subprocess
 import sys
 
@@ -81,14 +81,39 @@ def test_phone_regions_are_configurable():
     assert Redactor(PiiConfig(entities=("PHONE_NUMBER",), phone_regions=("US",))).redact(uk)[0] == uk
 
 
-def test_no_network_is_touched(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
+NO_NETWORK = """
+import json, socket
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    r = Redactor(PiiConfig(entities=("EMAIL_ADDRESS", "URL")))  # fresh recognizers, fresh tldextract use
-    assert r.redact("mail x.y@mail.example.co.uk now")[0] == "mail <EMAIL> now"
+attempts = []
+
+
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[-1] if args else kwargs))
+    raise OSError("no network in this test")
+
+
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = refuse
+
+from tokenmill.etl.config import PiiConfig
+from tokenmill.etl.pii import Redactor
+
+out = Redactor(PiiConfig(entities=("EMAIL_ADDRESS", "URL"))).redact("mail x.y@mail.example.co.uk now")[0]
+import tldextract.tldextract
+
+print(json.dumps({"out": out, "attempts": attempts, "urls": list(tldextract.tldextract.TLD_EXTRACTOR.suffix_list_urls)}))
+"""
+
+
+def test_no_network_is_touched(tmp_path):
+    """In a fresh interpreter without the tests' TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS (and an empty
+    tldextract cache), only the Redactor keeps tldextract on its bundled suffix list."""
+    env = {k: v for k, v in os.environ.items() if k != "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"}
+    env["TLDEXTRACT_CACHE"] = str(tmp_path / "tldextract")
+    done = subprocess.run([sys.executable, "-c", NO_NETWORK], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got == {"out": "mail <EMAIL> now", "attempts": [], "urls": []}
 
 
 def test_redaction_resolves_overlaps():
