@@ -286,8 +286,23 @@ def validate(value: Any, schema: dict) -> list[str]:
 # --- the bundle as the CLI would see it ------------------------------------------
 
 
+def merge(into: dict, other: dict) -> None:
+    """Merge ``other`` into ``into`` as the CLI merges an included file: mappings key by key, any
+    other value replaced by the later file's."""
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+
 def load_bundle(root: str | Path = ".") -> dict:
-    """databricks.yml with its ``include`` files merged in (resources are merged per job)."""
+    """databricks.yml with its ``include`` files merged in (resources are merged per job).
+
+    An included file may hold ``resources``, ``variables`` and ``targets``; its targets are merged
+    into databricks.yml's (a target named in both gets the keys of both), so the schema and the
+    variable checks see them.
+    """
     root = Path(root)
     main_file = root / "databricks.yml"
     if not main_file.is_file():
@@ -309,6 +324,10 @@ def load_bundle(root: str | Path = ".") -> dict:
                     raise ValueError(f"{path}: resource {kind}.{clash[0]} is defined twice")
                 merged.update(items)
             bundle.setdefault("variables", {}).update(part.get("variables") or {})
+            targets = part.get("targets") or {}
+            if not isinstance(targets, dict):
+                raise ValueError(f"{path}: targets must be a mapping of target names, got {type(targets).__name__}")
+            merge(bundle.setdefault("targets", {}), targets)
     return bundle
 
 

@@ -176,3 +176,16 @@ def _broken_copy(tmp_path: Path, edit) -> Path:
 def test_schema_catches_common_mistakes(tmp_path, edit, expected):
     errors = bundle_schema.check_bundle(_broken_copy(tmp_path, edit))
     assert any(re.search(expected, e) for e in errors), errors
+
+
+def test_targets_in_an_included_file_are_merged_and_checked(tmp_path):
+    root = _broken_copy(tmp_path, lambda job: None)
+    extra = {"targets": {"dev": {"variables": {"schema": "tokenmill_scratch"}},
+                         "qa": {"mode": "staging", "variables": {"catalgo": "qa"}}}}
+    (root / "resources" / "qa_targets.yml").write_text(yaml.safe_dump(extra))
+    bundle = bundle_schema.load_bundle(root)
+    assert bundle_schema.resolved_variables(bundle, "dev")["schema"] == "tokenmill_scratch"
+    assert bundle["targets"]["dev"]["mode"] == "development"  # databricks.yml's keys stay
+    errors = bundle_schema.check_bundle(root)
+    assert any(re.search(r"targets\.qa\.mode: must be one of", e) for e in errors), errors
+    assert "targets.qa.variables.catalgo: not declared under variables" in errors, errors
