@@ -108,35 +108,8 @@ def conf_dir_note() -> str | None:
     return None
 
 
-# The workload whose classes go into the archive: every stage on a few sample
-# documents, through the same session settings a run uses.
-WORKLOAD = """
-import sys, tempfile
-from pathlib import Path
-from tokenmill.config import load_run_config
-from tokenmill.pipeline import STAGES, run_stages
-from tokenmill.spark import get_spark
-spark = get_spark("tokenmill-jvm-archive", cores=2)
-if sys.argv[1] == "pipeline":
-    from tokenmill.sample.corpus import write_sample
-    root = Path(tempfile.mkdtemp())
-    write_sample(root / "raw", n_docs=400)
-    cfg = load_run_config(None, {"inputs": [{"path": str(root / "raw")}], "output": str(root / "out"),
-                                 "tokenize": {"seq_len": 64, "vocab_size": 300}})
-    run_stages(spark, cfg, list(STAGES))
-else:
-    numbers = spark.range(100)
-    numbers.groupBy((numbers.id % 3).alias("k")).count().collect()
-from pyspark import SparkContext
-jvm = SparkContext._gateway.proc
-spark.stop()
-jvm.stdin.close()  # the JVM exits once its stdin closes, and writes the archive as it exits
-jvm.wait()
-"""
-
-
 def build(workload: str = "pipeline") -> Path:
-    """Run ``workload`` ("pipeline", or "session": a session and one job) in a JVM that
+    """Run ``workload`` (``jvm_archive_workload``: "pipeline", or "session") in a JVM that
     archives the classes it loaded; then move the archive into place and mark it complete."""
     archive = archive_path()
     if archive is None:
@@ -149,7 +122,7 @@ def build(workload: str = "pipeline") -> Path:
            "TOKENMILL_PROGRESS_S": "0"}
     started = time.time()
     try:
-        result = subprocess.run([sys.executable, "-c", WORKLOAD, workload], env=env, capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "tokenmill.jvm_archive_workload", workload], env=env, capture_output=True,
                                 text=True, timeout=BUILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         partial.unlink(missing_ok=True)

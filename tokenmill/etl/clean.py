@@ -19,7 +19,7 @@ import unicodedata
 from functools import lru_cache
 from typing import NamedTuple, Optional
 
-from tokenmill.config import to_dict
+from tokenmill.typed_config import to_dict
 from tokenmill.etl.config import EtlConfig
 from tokenmill.etl.filters import Reason, bad_words_regex, judge, load_bad_words
 

@@ -38,7 +38,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tokenmill.config import to_dict
+from tokenmill.typed_config import to_dict
 from tokenmill.errors import ConfigError
 from tokenmill.etl.config import PiiConfig
 from tokenmill.etl.phones import PHONE_PUNCTUATION, region_phones
