@@ -6,7 +6,7 @@ import pytest
 
 from tokenmill.config import from_dict
 from tokenmill.errors import ConfigError
-from tokenmill.etl.clean import _ftfy_config, clean_and_redact, fix_lines, normalize, row_preset
+from tokenmill.etl.clean import ftfy_config, clean_and_redact, fix_lines, normalize, row_preset
 from tokenmill.etl.config import EtlConfig, FilterConfig
 from tokenmill.etl.filters import alnum_count, bad_words_regex, judge, load_bad_words, top_ngram_char_fraction
 
@@ -45,7 +45,7 @@ def test_fix_lines_equals_ftfy_on_the_whole_text(preset):
 
     import ftfy
 
-    config = _ftfy_config(preset)
+    config = ftfy_config(preset)
     rng = random.Random(5)
     texts = ["", "\n", "a\n", "\ncafÃ©", "cafÃ©\n", "cafÃ©\n\nplain\n", "plain\ncafÃ©", "x" * 50 + "Ã©"]
     texts += ["\n".join(rng.choice(FTFY_LINES) for _ in range(rng.randrange(1, 30))) + rng.choice(["", "\n"])

@@ -300,7 +300,7 @@ def test_phone_findings_match_presidio_on_tricky_separators(text):
 def test_remove_contained_equals_the_pairwise_rule():
     import random
 
-    from tokenmill.etl.pii import Finding, _remove_contained
+    from tokenmill.etl.pii import Finding, remove_contained
 
     def pairwise(found):
         return [f for f in found if not any(
@@ -312,7 +312,7 @@ def test_remove_contained_equals_the_pairwise_rule():
     for _ in range(2000):
         found = sorted({Finding(s, s + rnd.randint(1, 10), rnd.choice("AB"), rnd.choice([0.4, 0.5, 1.0]))
                         for s in (rnd.randint(0, 30) for _ in range(rnd.randint(0, 12)))})
-        kept = _remove_contained(found)
+        kept = remove_contained(found)
         assert kept == pairwise(found)
         removed += len(found) - len(kept)
     assert removed > 500

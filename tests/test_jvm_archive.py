@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from tokenmill import jvm_archive
-from tokenmill.spark import _settings
+from tokenmill.spark import session_settings
 
 
 def test_only_a_complete_archive_is_used(tmp_path, monkeypatch):
@@ -22,9 +22,9 @@ def test_only_a_complete_archive_is_used(tmp_path, monkeypatch):
     assert jvm_archive.java_options() == []  # no marker yet: the JVM may still be writing it
     archive.with_suffix(".json").write_text(json.dumps({"size": 10}))
     assert jvm_archive.java_options() == [f"-XX:SharedArchiveFile={archive}"]
-    driver = _settings("local[2]", 2)["spark.driver.extraJavaOptions"]
+    driver = session_settings("local[2]", 2)["spark.driver.extraJavaOptions"]
     assert f"-XX:SharedArchiveFile={archive}" in driver
-    assert "SharedArchiveFile" not in _settings("sc://host:15002", 2)["spark.driver.extraJavaOptions"]
+    assert "SharedArchiveFile" not in session_settings("sc://host:15002", 2)["spark.driver.extraJavaOptions"]
     archive.write_bytes(b"x" * 9)  # truncated: a JVM that mapped it would crash
     assert jvm_archive.java_options() == []
     archive.write_bytes(b"x" * 10)

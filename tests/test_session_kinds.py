@@ -9,14 +9,14 @@ from tokenmill import spark as session
 
 
 def test_local_sessions_are_sized_for_this_machine():
-    settings = session._settings("local[2]", cores=2)
+    settings = session.session_settings("local[2]", cores=2)
     assert settings["spark.sql.shuffle.partitions"] == "4" and settings["spark.default.parallelism"] == "4"
     assert "spark.driver.memory" in settings
 
 
 def test_the_jit_options_come_before_the_users(monkeypatch):
     monkeypatch.setenv("TOKENMILL_JAVA_OPTIONS", "-XX:Tier4InvocationThreshold=7 -Xss4m")
-    options = session._settings("local[2]", cores=2)["spark.driver.extraJavaOptions"].split()
+    options = session.session_settings("local[2]", cores=2)["spark.driver.extraJavaOptions"].split()
     assert options.index("-XX:Tier4InvocationThreshold=50000") < options.index("-XX:Tier4InvocationThreshold=7")
     assert options[-1] == "-Xss4m"  # the JVM takes the last value of a flag: the user's
 
@@ -30,7 +30,7 @@ def test_the_session_jvm_runs_with_the_jit_options(spark):
 def test_the_users_spark_properties_win():
     conf = session.parse_conf(["spark.sql.shuffle.partitions=7", " spark.executor.extraJavaOptions = -Xss4m -Da=b "])
     assert conf == {"spark.sql.shuffle.partitions": "7", "spark.executor.extraJavaOptions": "-Xss4m -Da=b"}
-    settings = session._settings("local[2]", cores=2, conf=conf)
+    settings = session.session_settings("local[2]", cores=2, conf=conf)
     assert settings["spark.sql.shuffle.partitions"] == "7" and settings["spark.default.parallelism"] == "4"
     assert settings["spark.executor.extraJavaOptions"] == "-Xss4m -Da=b"
 
@@ -44,13 +44,13 @@ def test_a_bad_conf_flag_is_one_line(capsys, tmp_path, pair):
 
 
 def test_a_cluster_keeps_its_own_parallelism():
-    settings = session._settings("spark://127.0.0.1:7077", cores=2)
+    settings = session.session_settings("spark://127.0.0.1:7077", cores=2)
     assert "spark.default.parallelism" not in settings and "spark.sql.shuffle.partitions" not in settings
     assert "spark.driver.memory" in settings  # the driver still runs here
 
 
 def test_a_running_connect_server_is_not_resized():
-    settings = session._settings("sc://host:15002", cores=2)
+    settings = session.session_settings("sc://host:15002", cores=2)
     assert "spark.driver.memory" not in settings and "spark.default.parallelism" not in settings
     assert settings["spark.sql.session.timeZone"] == "UTC"
 

@@ -51,7 +51,7 @@ def get_spark(app_name: str = "tokenmill", cores: int | None = None, *, master: 
     cores = cores or int(os.environ.get("TOKENMILL_SPARK_CORES", "0")) or os.cpu_count() or 2
     master = master or os.environ.get("MASTER") or os.environ.get("TOKENMILL_SPARK_MASTER") or f"local[{cores}]"
     builder = SparkSession.builder.remote(remote) if remote else SparkSession.builder.master(master)
-    for key, value in _settings(remote or master, cores, conf).items():
+    for key, value in session_settings(remote or master, cores, conf).items():
         builder = builder.config(key, value)
     with warnings.catch_warnings():
         # Connect re-applies every setting to the running session and warns about the
@@ -122,7 +122,7 @@ JIT_OPTIONS = ("-XX:Tier4InvocationThreshold=50000", "-XX:Tier4MinInvocationThre
                "-XX:Tier4CompileThreshold=150000", "-XX:Tier4BackEdgeThreshold=400000")
 
 
-def _settings(where: str, cores: int, conf: dict[str, str] | None = None) -> dict[str, str]:
+def session_settings(where: str, cores: int, conf: dict[str, str] | None = None) -> dict[str, str]:
     """Session settings: ours (machine-sized ones only where this machine runs the
     executors), then ``conf``, the user's, which win."""
     return {**_our_settings(where, cores), **(conf or {})}

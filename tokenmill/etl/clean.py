@@ -57,7 +57,7 @@ _ZERO_WIDTH = re.compile(r"[\u200b\u200c\u200d\u2060\ufeff]")
 
 
 @lru_cache(maxsize=2)
-def _ftfy_config(preset: str):
+def ftfy_config(preset: str):
     import ftfy
 
     # Keep typographic quotes and full-width characters: they are text, not damage.
@@ -111,7 +111,7 @@ def fix_lines(text: str, config) -> str:
 def normalize(text: str, preset: str = "prose", fix_text: bool = True) -> str:
     """ftfy + NFC + control characters + whitespace."""
     if fix_text and _needs_ftfy(text):
-        text = fix_lines(text, _ftfy_config(preset))
+        text = fix_lines(text, ftfy_config(preset))
     elif not text.isascii():
         text = unicodedata.normalize("NFC", text)
     if "\r" in text:

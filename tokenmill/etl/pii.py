@@ -279,7 +279,7 @@ class Redactor:
                         found.add(Finding(s + start, s + end, kind, score))
         if self.nlp is not None:
             found.update(self._ner(text))
-        return _remove_contained(sorted(found))
+        return remove_contained(sorted(found))
 
     def _analyze(self, entity: str, rec, window: str) -> tuple:
         """presidio's findings in one window, remembered: dates, versions and the
@@ -369,7 +369,7 @@ def _chunks(text: str, size: int):
         pos = end
 
 
-def _remove_contained(found: list[Finding]) -> list[Finding]:
+def remove_contained(found: list[Finding]) -> list[Finding]:
     """presidio's remove_duplicates: drop a finding inside another of the same type
     with at least its score (same span: keep the higher score). A sweep by start,
     so documents with thousands of findings stay cheap."""
