@@ -17,7 +17,6 @@ record keeps kept + dropped == in.
 from __future__ import annotations
 
 import shutil
-import uuid
 from pathlib import Path
 
 from tokenmill import locations, tables
@@ -275,25 +274,19 @@ def tokenize_summary(rec: StageRecord) -> list[str]:
 def run_shards(ctx) -> StageRecord:
     import numpy as np
 
-    from tokenmill.shards import job as shards_job
+    from tokenmill.shards import output
     from tokenmill.shards.shuffle import SPLITS, auto_parts
-    from tokenmill.tokenize.job import nothing_left
-    from tokenmill.tokenize.tokenizer import file_sha256
+    from tokenmill.tokenize.job import made_tokenizer, nothing_left
 
     cfg = ctx.cfg.shards
     facts = ChatTokenizeFacts.of(ctx.manifest)
     out = locations.local_dir(ctx.out)
-    tokenizer_file = out / "tokenizer.json"
-    if not tokenizer_file.is_file() or file_sha256(tokenizer_file) != facts.tokenizer_sha256:
-        raise UserError(f"{tokenizer_file} is missing or is not the tokenizer the sequences were made with; "
-                        "rerun `tokenmill tokenize --force`")
+    tokenizer_file = made_tokenizer(ctx, facts.tokenizer_sha256)
     n = tables.row_count(ctx.spark, ctx.location("sequences"))
     if n == 0:
         raise nothing_left(ctx.manifest, "shards", "examples", "shard", "sequences")
-    final, remote = shards_job.shard_locations(ctx)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    shards_job._clear_stale(final)
-    staging = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")
+    final, remote = output.shard_locations(ctx)
+    output.clear_stale(final)
     bytes_per_window = facts.seq_len * (np.dtype(facts.dtype).itemsize + 3)  # tokens, mask, doc ids
     template = None if facts.template_sha256 is None else load_template(out / TEMPLATE_CONFIG, ctx.cfg.chat.template)
     spec = SftShardSpec(
@@ -302,15 +295,14 @@ def run_shards(ctx) -> StageRecord:
         template_sha256=facts.template_sha256, seed=cfg.seed, val_fraction=cfg.val_fraction,
         train_parts=cfg.partitions or auto_parts(n, bytes_per_window, 1),
         compression=None if cfg.compression == "none" else cfg.compression, size_limit=cfg.size_limit)
-    with SparkProgress(ctx.spark, "shards", total_bytes=n * bytes_per_window):
+    with output.staged(final) as staging, SparkProgress(ctx.spark, "shards", total_bytes=n * bytes_per_window):
         dataset = write_shards(ctx.read("sequences"), spec, str(staging), remote,
                                tokenizer_file.read_text(encoding="utf-8"), template)
-    shards_job._swap(staging, final)
     rows_out = sum(dataset["splits"][s]["sequences"] for s in SPLITS)
     log(f"[shards] {rows_out:,} windows ({SFT_FORMAT}) in {final}" + (f" and {remote}" if remote else ""))
     return StageRecord(
         stage="shards", rows_in=n, rows_out=rows_out, inputs={"sequences": ctx.signature("sequences")},
-        outputs=shards_job.output_signature(ctx, final),
+        outputs=output.output_signature(ctx, final),
         extra={**dataset, "kind": KIND, "rows_unit": "sequences", "location": str(final), "remote": remote,
                "seed": cfg.seed, "compression": cfg.compression,
                "lineage": {"sequences": ctx.signature("sequences"), **ctx.manifest.stages["tokenize"].inputs}})

@@ -62,6 +62,16 @@ def tokenizer_path(ctx) -> Path:
     return locations.local_dir(ctx.out) / TOKENIZER_FILE
 
 
+def made_tokenizer(ctx, sha256: str) -> Path:
+    """OUT/tokenizer.json, checked to be the one tokenize recorded (``sha256``): a later stage
+    must ship the tokenizer the sequences were made with, never one written since."""
+    path = tokenizer_path(ctx)
+    if not path.is_file() or toks.file_sha256(path) != sha256:
+        raise UserError(f"{path} is missing or is not the tokenizer the sequences were made with; "
+                        "rerun `tokenmill tokenize --force`")
+    return path
+
+
 def run(ctx) -> StageRecord:
     if ctx.cfg.is_chat:
         from tokenmill.chat.job import run_tokenize
