@@ -99,6 +99,20 @@ def test_the_chat_section_reruns_only_the_stages_it_changes():
     assert stage_config_hash(base, "etl") != stage_config_hash(plain, "etl")
 
 
+def test_the_runner_chooses_the_chat_stages():
+    """A chat section runs the chat variant of etl, tokenize and shards; dedup and plain runs run the base stages."""
+    from tokenmill.chat import etl_job, shards_job, tokenize_job
+    from tokenmill.dedup import job as dedup_job
+    from tokenmill.pipeline import stage_spec
+    from tokenmill.tokenize import job as base_tokenize
+
+    chat = chat_config(Path("raw"), Path("out"), Path("model"))
+    plain = from_dict(RunConfig, {"inputs": [{"path": "raw"}], "output": "out"})
+    assert [stage_spec(s, chat) for s in ("etl", "dedup", "tokenize", "shards")] == [
+        etl_job.STAGE_SPEC, dedup_job.STAGE_SPEC, tokenize_job.STAGE_SPEC, shards_job.STAGE_SPEC]
+    assert stage_spec("tokenize", plain) is base_tokenize.STAGE_SPEC
+
+
 def test_instruction_rows_from_parquet(spark, model, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

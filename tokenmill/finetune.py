@@ -201,8 +201,9 @@ def check_before_data(opts: FinetuneOptions, run_cfg) -> None:
     config_path = opts.model / "config.json"
     hf = read_config(opts.model)
     context = model_config_from_hf(hf, 1, AttentionConfig(), str(config_path)).context_len
-    field = "chat.seq_len" if run_cfg.is_chat else "tokenize.seq_len"
-    seq_len = run_cfg.chat.seq_len if run_cfg.is_chat else run_cfg.tokenize.seq_len
+    chat = run_cfg.chat is not None
+    field = "chat.seq_len" if chat else "tokenize.seq_len"
+    seq_len = run_cfg.chat.seq_len if chat else run_cfg.tokenize.seq_len
     named = "--seq-len" if opts.seq_len == seq_len else field
     window = hf.get("sliding_window") if hf.get("use_sliding_window", True) else None
     for limit, what in ((context, "context"), (window, "sliding attention window")):

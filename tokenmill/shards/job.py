@@ -16,7 +16,7 @@ when the vocabulary exceeds 65536) and ``seq_id`` as ``int64``. llm-foundry's
 Its old releases, which only read raw int64 bytes, cannot.
 
 Everything is written into a staging folder next to S, which then replaces
-S (``tokenmill/shards/output.py``, shared with the chat run's shards),
+S (``tokenmill/shards/output.py``, shared with every variant of this stage),
 so a rerun never leaves a mix of old and new shards, and a folder of other
 files is refused before any work. Remote outputs are uploaded (by
 streaming's uploaders, the only use of streaming here) as they are
@@ -53,10 +53,6 @@ def tokenize_facts(ctx) -> tuple[TokenizeFacts, Path]:
 
 
 def run(ctx) -> StageRecord:
-    if ctx.cfg.is_chat:
-        from tokenmill.chat.job import run_shards
-
-        return run_shards(ctx)
     cfg = ctx.cfg.shards
     tok, tokenizer_file = tokenize_facts(ctx)
     seq_len, dtype = tok.seq_len, tok.dtype
@@ -165,10 +161,6 @@ def merge_parts(staging: Path, remote: str | None, written: list, seq_len: int, 
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
-    if rec.extra.get("kind") == "chat":
-        from tokenmill.chat.job import shards_summary
-
-        return shards_summary(rec)
     x = ShardsFacts.from_extra(rec.extra)
     lines = [f"shards     {x.location}" + (f" -> {x.remote}" if x.remote else ""),
              f"format     {x.format}, tokens {x.dtype} x {x.seq_len}, vocab {x.vocab_size:,}"]

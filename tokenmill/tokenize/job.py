@@ -73,10 +73,6 @@ def made_tokenizer(ctx, sha256: str) -> Path:
 
 
 def run(ctx) -> StageRecord:
-    if ctx.cfg.is_chat:
-        from tokenmill.chat.job import run_tokenize
-
-        return run_tokenize(ctx)
     from pyspark import StorageLevel
 
     cfg = ctx.cfg.tokenize
@@ -132,10 +128,6 @@ def run(ctx) -> StageRecord:
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
-    if rec.extra.get("kind") == "chat":
-        from tokenmill.chat.job import tokenize_summary
-
-        return tokenize_summary(rec)
     x = TokenizeFacts.from_extra(rec.extra)
     return [
         f"tokenizer  {x.tokenizer_sha256[:12]} ({x.tokenizer_source}), vocab {x.vocab_size:,} {x.dtype}",
