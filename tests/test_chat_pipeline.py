@@ -79,9 +79,9 @@ def chat_config(inputs: Path, out: Path, model: Path, **chat) -> RunConfig:
     return from_dict(RunConfig, {
         "inputs": [{"path": str(inputs)}], "output": str(out),
         "etl": {"pii": {"entities": ["EMAIL_ADDRESS"]}},
-        "tokenize": {"tokenizer": str(model)},
+        "tokenize": {"tokenizer": str(model), "seq_len": SEQ_LEN, "pack_groups": 2},
         "shards": {"seed": 1, "partitions": 1, "val_fraction": 0.2},
-        "chat": {"seq_len": SEQ_LEN, "pack_groups": 2, **chat},
+        "chat": chat,
     })
 
 

@@ -2,9 +2,10 @@
 
 Renders each example with the model's chat template, masks the tokens that
 are not training targets (``chat/mask.py``; an example longer than
-``chat.seq_len`` is rejected or has its earliest turns dropped) and
-bin-packs whole examples into padded windows of ``chat.seq_len`` tokens
-in ``chat.pack_groups`` groups (``chat/pack.py``).
+``tokenize.seq_len`` is rejected or has its earliest turns dropped) and
+bin-packs whole examples into padded windows of ``tokenize.seq_len`` tokens
+in ``tokenize.pack_groups`` groups (``chat/pack.py``): the same two settings
+as a plain run's, so a run has one length whatever its data.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def run(ctx) -> StageRecord:
 
     from tokenmill.tokenize import tokenizer as toks
 
-    chat, seq_len, groups = ctx.cfg.chat, ctx.cfg.chat.seq_len, ctx.cfg.chat.pack_groups
+    chat, seq_len, groups = ctx.cfg.chat, ctx.cfg.tokenize.seq_len, ctx.cfg.tokenize.pack_groups
     name = input_table(ctx)
     if tables.row_count(ctx.spark, ctx.location(name)) == 0:
         raise nothing_left(ctx.manifest, STAGE, "examples", "tokenize", name)
@@ -89,11 +90,11 @@ def run(ctx) -> StageRecord:
     source, template = copy_model_files(ctx, folder)
     out = locations.local_dir(ctx.out)
     tokenizer_json = (out / "tokenizer.json").read_text(encoding="utf-8")
-    special = mask.worker_encoder(tokenizer_json, template, chat).special  # a mismatch: one line
+    special = mask.worker_encoder(tokenizer_json, template, chat, seq_len).special  # a mismatch: one line
     log(f"[tokenize] {chat.task} rows, template {template.name}, eos {special.eos_id}, pad {special.pad_id}")
 
     with SparkProgress(ctx.spark, "tokenize: template + mask + pack"):
-        encoded = mask.encode_examples(ctx.read(name), tokenizer_json, template, chat).persist(
+        encoded = mask.encode_examples(ctx.read(name), tokenizer_json, template, chat, seq_len).persist(
             StorageLevel.MEMORY_AND_DISK)
         kept, rejects = mask.split_encoded(encoded, STAGE)
         ctx.write(pack_examples(kept, seq_len, special.pad_id, groups), OUTPUT)
@@ -148,8 +149,8 @@ def summary_lines(rec: StageRecord) -> list[str]:
 
 
 def settings(cfg) -> dict:
-    """What of the run config this stage reads: the tokenize section (the tokenizer) and
-    the chat section (template, loss mask, length, packing)."""
+    """What of the run config this stage reads: the tokenize section (tokenizer, seq_len,
+    pack_groups) and the chat section (template, loss mask, too_long)."""
     return {"tokenize": cfg.tokenize, "chat": cfg.chat}
 
 
