@@ -146,10 +146,10 @@ def per_core(records: list[str], tok, seq_len: int) -> dict:
     from tokenmill.etl.clean import cleaner, normalize
     from tokenmill.etl.config import EtlConfig
 
-    cfg, etl = ChatConfig(seq_len=seq_len), EtlConfig()
+    cfg, etl = ChatConfig(), EtlConfig()
     c = cleaner(etl)
     c.redactor.redact("warm up a@example.com")
-    encoder = ChatEncoder(tok, chatml(), cfg)
+    encoder = ChatEncoder(tok, chatml(), cfg, seq_len)
     n_bytes = sum(len(r.encode("utf-8")) for r in records)
     seconds = {}
 
@@ -213,8 +213,9 @@ def spark_chain(records: list[str], tok, seq_len: int, cores: int, workdir: str)
     from tokenmill.chat.pack import pack_examples, packing_stats
     from tokenmill.etl.config import EtlConfig
     from tokenmill.spark import get_spark
+    from tokenmill.tokenize.config import TokenizeConfig
 
-    cfg = ChatConfig(seq_len=seq_len)
+    cfg, groups = ChatConfig(), TokenizeConfig().pack_groups  # the run config's defaults
     path = os.path.join(workdir, "records")
     write_records(records, path, n_files=max(4, 2 * cores))
     n_bytes = sum(len(r.encode("utf-8")) for r in records)
@@ -226,10 +227,10 @@ def spark_chain(records: list[str], tok, seq_len: int, cores: int, workdir: str)
     examples, rejects = validate.split_rejects(validated, "etl")
     cleaned, wall["clean_pii"] = timed(clean_messages(examples, EtlConfig()))
     kept = cleaned.where("reason is null").select("id", "source", "messages")
-    encoded, wall["template_mask"] = timed(mask.encode_examples(kept, tok.to_str(), chatml(), cfg))
+    encoded, wall["template_mask"] = timed(mask.encode_examples(kept, tok.to_str(), chatml(), cfg, seq_len))
     good, _ = mask.split_encoded(encoded, "tokenize")
     pad_id = tok.token_to_id("<|endoftext|>")
-    windows, wall["pack"] = timed(pack_examples(good, seq_len, pad_id, groups=cfg.pack_groups))
+    windows, wall["pack"] = timed(pack_examples(good, seq_len, pad_id, groups=groups))
     stats = packing_stats(windows, seq_len)
     total = sum(wall.values())
     return {"cores": cores, "mb": round(n_bytes / 1e6, 2), "records": len(records),

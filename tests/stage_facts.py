@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenmill.chat.facts import ChatEtlFacts
 from tokenmill.facts import DedupFacts, EtlFacts, ShardsFacts
 
 
@@ -11,6 +12,13 @@ def etl_extra(**overrides: Any) -> dict[str, Any]:
     facts = EtlFacts(ingest={"rows_in": 0, "rows_out": 0, "dropped": {}},
                      clean={"rows_in": 0, "rows_out": 0, "dropped": {}},
                      pii={}, text_bytes=0, mb_per_s=0.0, partitions=1, versions={})
+    return {**facts.to_extra(), **overrides}
+
+
+def chat_etl_extra(**overrides: Any) -> dict[str, Any]:
+    """A chat run's etl record: the base etl figures, the row kind and the validation step."""
+    facts = ChatEtlFacts(**EtlFacts.from_extra(etl_extra()).__dict__, task="chat",
+                         validate={"rows_in": 0, "rows_out": 0, "dropped": {}})
     return {**facts.to_extra(), **overrides}
 
 

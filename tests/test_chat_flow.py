@@ -17,7 +17,7 @@ from tokenmill.etl.config import EtlConfig, PiiConfig
 
 
 def test_every_row_is_accounted_for_from_records_to_shards(spark, tmp_path):
-    cfg = ChatConfig(seq_len=64)
+    cfg, seq_len = ChatConfig(), 64
     tok = bpe()
     tpl = from_config({"chat_template": LLAMA3, "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"})
     good = [{"messages": [{"role": "user", "content": f"Hello {i}, mail me at jo{i}@example.com"},
@@ -34,9 +34,9 @@ def test_every_row_is_accounted_for_from_records_to_shards(spark, tmp_path):
     examples, rejects_v = validate.split_rejects(validate.validate(records, cfg).cache(), "etl")
     cleaned = clean_messages(examples, EtlConfig(pii=PiiConfig(entities=("EMAIL_ADDRESS",)))).cache()
     clean_ok = cleaned.where("reason is null").select("id", "source", "messages")
-    encoded_all = mask.encode_examples(clean_ok, tok.to_str(), tpl, cfg).cache()
+    encoded_all = mask.encode_examples(clean_ok, tok.to_str(), tpl, cfg, seq_len).cache()
     encoded, rejects_m = mask.split_encoded(encoded_all, "tokenize")
-    windows = pack_examples(encoded, cfg.seq_len, pad_id=tok.token_to_id("<|eot_id|>"), groups=2).cache()
+    windows = pack_examples(encoded, seq_len, pad_id=tok.token_to_id("<|eot_id|>"), groups=2).cache()
 
     reasons = Counter(r.reason for r in rejects_v.collect())
     reasons += Counter(r.reason for r in cleaned.where("reason is not null").collect())
@@ -45,10 +45,10 @@ def test_every_row_is_accounted_for_from_records_to_shards(spark, tmp_path):
     kept = encoded.collect()
     assert len(kept) + sum(reasons.values()) == len(rows)
     assert all("<EMAIL>" in tok.decode(r.tokens) for r in kept)
-    stats = packing_stats(windows, cfg.seq_len)
+    stats = packing_stats(windows, seq_len)
     assert (stats.examples, stats.targets) == (12, sum(r.n_targets for r in kept))
 
-    spec = SftShardSpec(seq_len=cfg.seq_len, dtype="uint16", vocab_size=tok.get_vocab_size(), eos_id=tok.token_to_id(
+    spec = SftShardSpec(seq_len=seq_len, dtype="uint16", vocab_size=tok.get_vocab_size(), eos_id=tok.token_to_id(
         "<|eot_id|>"), bos_id=tok.token_to_id("<|begin_of_text|>"), pad_id=tok.token_to_id("<|eot_id|>"),
         tokenizer_sha256="0" * 64, template_sha256=tpl.sha256, val_fraction=0.0, compression="zstd")
     dataset = write_shards(windows, spec, str(tmp_path / "sft"))

@@ -22,8 +22,8 @@ TWO_TURNS = (Message("user", "hi"), Message("assistant", "hello"), Message("user
 IDS = (1, 5, 7, 3, 6, 8, 3, 5, 9, 3, 6, 10, 3, 2)
 
 
-def encoder(cfg: ChatConfig = ChatConfig(), config: dict = TINY_CFG, tok=None) -> ChatEncoder:
-    return ChatEncoder(tok or words(), from_config(config), cfg)
+def encoder(cfg: ChatConfig = ChatConfig(), config: dict = TINY_CFG, tok=None, seq_len: int = 2048) -> ChatEncoder:
+    return ChatEncoder(tok or words(), from_config(config), cfg, seq_len)
 
 
 @pytest.mark.parametrize("train_on,mask", [
@@ -45,17 +45,17 @@ def test_instruction_rows_are_prompt_response_eos():
     assert encoder(ChatConfig(task="instruction")).encode(rows).example == Example((1, 7, 9, 10, 2), (0, 0, 0, 1, 1))
     got = encoder(ChatConfig(task="instruction", train_on="all")).encode(rows).example
     assert got == Example((1, 7, 9, 10, 2), (0, 1, 1, 1, 1))
-    assert encoder(ChatConfig(task="instruction", seq_len=4)).encode(rows) == Encoded(None, m.TOO_LONG)
+    assert encoder(ChatConfig(task="instruction"), seq_len=4).encode(rows) == Encoded(None, m.TOO_LONG)
 
 
 def test_too_long_rejects_or_drops_the_earliest_pairs():
     conv = (Message("system", "hi"),) + TWO_TURNS  # 17 tokens; without the first pair 11
-    assert encoder(ChatConfig(seq_len=16)).encode(conv) == Encoded(None, m.TOO_LONG)
-    got = encoder(ChatConfig(seq_len=12, too_long="truncate")).encode(conv)
+    assert encoder(ChatConfig(), seq_len=16).encode(conv) == Encoded(None, m.TOO_LONG)
+    got = encoder(ChatConfig(too_long="truncate"), seq_len=12).encode(conv)
     #                    <s> system hi <eot> user how <eot> assistant fine <eot> </s>
     assert got.example == Example((1, 4, 7, 3, 5, 9, 3, 6, 10, 3, 2), (0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0), 1)
-    assert encoder(ChatConfig(seq_len=17, too_long="truncate")).encode(conv).example.dropped_pairs == 0
-    assert encoder(ChatConfig(seq_len=10, too_long="truncate")).encode(conv) == Encoded(None, m.TOO_LONG)
+    assert encoder(ChatConfig(too_long="truncate"), seq_len=17).encode(conv).example.dropped_pairs == 0
+    assert encoder(ChatConfig(too_long="truncate"), seq_len=10).encode(conv) == Encoded(None, m.TOO_LONG)
 
 
 def test_templates_that_break_the_prefix_rule_reject_the_row():
@@ -132,7 +132,7 @@ def test_spark_encode_examples_and_rejects(spark, tmp_path):
     rows = [("a", "s", [("user", "hi"), ("assistant", "hello"), ("user", "how"), ("assistant", "fine")]),
             ("b", "s", [("user", "hi <eot>"), ("assistant", "fine")])]
     examples = spark.createDataFrame(rows, EXAMPLES_SCHEMA)
-    encoded = m.encode_examples(examples, words().to_str(), from_config(TINY_CFG), ChatConfig())
+    encoded = m.encode_examples(examples, words().to_str(), from_config(TINY_CFG), ChatConfig(), 2048)
     kept, rejects = m.split_encoded(encoded, stage="tokenize")
     assert [tuple(r) for r in kept.collect()] == [
         ("a", "s", list(IDS), [0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0], 14, 4)]

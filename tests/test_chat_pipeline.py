@@ -79,9 +79,9 @@ def chat_config(inputs: Path, out: Path, model: Path, **chat) -> RunConfig:
     return from_dict(RunConfig, {
         "inputs": [{"path": str(inputs)}], "output": str(out),
         "etl": {"pii": {"entities": ["EMAIL_ADDRESS"]}},
-        "tokenize": {"tokenizer": str(model)},
+        "tokenize": {"tokenizer": str(model), "seq_len": SEQ_LEN, "pack_groups": 2},
         "shards": {"seed": 1, "partitions": 1, "val_fraction": 0.2},
-        "chat": {"seq_len": SEQ_LEN, "pack_groups": 2, **chat},
+        "chat": chat,
     })
 
 
@@ -97,6 +97,20 @@ def test_the_chat_section_reruns_only_the_stages_it_changes():
     assert stage_config_hash(base, "etl") != stage_config_hash(task, "etl")
     assert stage_config_hash(base, "dedup") == stage_config_hash(plain, "dedup")
     assert stage_config_hash(base, "etl") != stage_config_hash(plain, "etl")
+
+
+def test_the_runner_chooses_the_chat_stages():
+    """A chat section runs the chat variant of etl, tokenize and shards; dedup and plain runs run the base stages."""
+    from tokenmill.chat import etl_job, shards_job, tokenize_job
+    from tokenmill.dedup import job as dedup_job
+    from tokenmill.pipeline import stage_spec
+    from tokenmill.tokenize import job as base_tokenize
+
+    chat = chat_config(Path("raw"), Path("out"), Path("model"))
+    plain = from_dict(RunConfig, {"inputs": [{"path": "raw"}], "output": "out"})
+    assert [stage_spec(s, chat) for s in ("etl", "dedup", "tokenize", "shards")] == [
+        etl_job.STAGE_SPEC, dedup_job.STAGE_SPEC, tokenize_job.STAGE_SPEC, shards_job.STAGE_SPEC]
+    assert stage_spec("tokenize", plain) is base_tokenize.STAGE_SPEC
 
 
 def test_instruction_rows_from_parquet(spark, model, tmp_path):

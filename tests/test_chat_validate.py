@@ -129,11 +129,14 @@ def test_dedup_text_joins_contents_without_system_by_default():
 
 
 def test_config_checks():
-    assert from_dict(ChatConfig, {"train_on": "last", "seq_len": 512}).train_on == "last"
+    assert from_dict(ChatConfig, {"train_on": "last", "template": "chatml"}).train_on == "last"
     with pytest.raises(ConfigError, match="^train_on: must be one of"):
         from_dict(ChatConfig, {"train_on": "everything"})
-    with pytest.raises(ConfigError, match="^seq_len: must be at least 2"):
-        ChatConfig(seq_len=1)
+    # The window length and packing groups are the tokenize section's, for every kind of data.
+    with pytest.raises(ConfigError, match="^chat.seq_len: this setting moved; set tokenize.seq_len instead$"):
+        from_dict(ChatConfig, {"seq_len": 512}, "chat")
+    with pytest.raises(ConfigError, match="^pack_groups: this setting moved; set tokenize.pack_groups instead$"):
+        from_dict(ChatConfig, {"pack_groups": 2})
     with pytest.raises(ConfigError, match="^too_long: instruction rows have no turns"):
         ChatConfig(task="instruction", too_long="truncate")
     with pytest.raises(ConfigError, match="^messages_field: must name a field"):

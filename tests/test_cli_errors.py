@@ -44,8 +44,11 @@ def test_set_below_a_scalar_field(capsys, tmp_path):
     err = one_line_error(capsys, ["run", "--output", str(tmp_path / "o"), "--set", "etl.nope.x=1"])
     assert err.startswith("tokenmill run: error: etl.nope: unknown field; allowed: filters, ")
     # An optional section that is unset starts empty, as in YAML; its own fields are named.
-    err = one_line_error(capsys, ["run", "--output", str(tmp_path / "o"), "--set", "chat.seq_len=1"])
-    assert err == "tokenmill run: error: chat.seq_len: must be at least 2, got 1"
+    err = one_line_error(capsys, ["run", "--output", str(tmp_path / "o"), "--set", "chat.too_long=cut"])
+    assert err == "tokenmill run: error: chat.too_long: must be one of 'reject', 'truncate', got 'cut' (str)"
+    # A setting that moved names its new place (one window length for every kind of data).
+    err = one_line_error(capsys, ["run", "--output", str(tmp_path / "o"), "--set", "chat.seq_len=512"])
+    assert err == "tokenmill run: error: chat.seq_len: this setting moved; set tokenize.seq_len instead"
     err = one_line_error(capsys, ["run", "--output", str(tmp_path / "o"), "--set", "=1"])
     assert "expected FIELD=VALUE" in err
 

@@ -120,7 +120,7 @@ def test_finetune_seq_len_must_fit_the_models_context(capsys, tmp_path, no_spark
     assert err == (f"tokenmill finetune: error: --seq-len: 512 is longer than the model's context (256 tokens in "
                    f"{config}); pass --seq-len 256 or less")
     err = one_line_error(capsys, finetune(model, data, out))  # the data preset's 2048
-    assert err == (f"tokenmill finetune: error: chat.seq_len: 2048 is longer than the model's context (256 tokens "
+    assert err == (f"tokenmill finetune: error: tokenize.seq_len: 2048 is longer than the model's context (256 tokens "
                    f"in {config}); pass --seq-len 256 or less")
     err = one_line_error(capsys, finetune(model, data, out, "--task", "continued", "--data-set",
                                           "tokenize.seq_len=300"))

@@ -150,7 +150,7 @@ def test_sample_into_a_folder_of_user_files_is_refused(tmp_path, capsys):
 
 def test_shards_replace_only_earlier_shards(llama_with_shards, tmp_path, monkeypatch):
     from tokenmill.errors import UserError
-    from tokenmill.shards import job as shards_job
+    from tokenmill.shards import output
 
     shards, _ = llama_with_shards
     user = tmp_path / "mine"
@@ -159,10 +159,10 @@ def test_shards_replace_only_earlier_shards(llama_with_shards, tmp_path, monkeyp
     (user / "notes.txt").write_text("mine")
     before = tree(tmp_path)
     with pytest.raises(UserError, match="is not empty and is not an earlier shards output"):
-        shards_job._clear_stale(user)  # the first thing both shards variants do
+        output.clear_stale(user)  # the first thing every shards variant does
     monkeypatch.chdir(user)
     with pytest.raises(UserError, match="is the working directory"):
-        shards_job._clear_stale(Path("."))
+        output.clear_stale(Path("."))
     assert tree(tmp_path) == before
-    assert shards_job.check_output(shards) == shards.resolve()  # earlier shards: replaced by a rerun
-    assert shards_job.check_output(tmp_path / "new") == (tmp_path / "new").resolve()
+    assert output.check_output(shards) == shards.resolve()  # earlier shards: replaced by a rerun
+    assert output.check_output(tmp_path / "new") == (tmp_path / "new").resolve()

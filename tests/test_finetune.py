@@ -75,7 +75,7 @@ def data_config(tmp_path_factory) -> Path:
     path.write_text(json.dumps({  # YAML reads JSON
         "etl": {"pii": {"entities": ["EMAIL_ADDRESS"]}},
         "shards": {"seed": 1, "partitions": 1, "val_fraction": 0.1},
-        "chat": {"pack_groups": 2},
+        "tokenize": {"pack_groups": 2},
     }))
     return path
 
@@ -301,7 +301,7 @@ def test_configs_from_presets_and_flags(tmp_path):
     chat = FinetuneOptions(model=tmp_path / "m", data=("d1", "d2"), output=tmp_path / "out", task="instruction",
                            seq_len=512, lr=1e-4, epochs=2, method="lora", train_set=("lora.rank=4",))
     cfg = run_config(chat)
-    assert (cfg.chat.task, cfg.chat.seq_len, cfg.tokenize.tokenizer) == ("instruction", 512, str(tmp_path / "m"))
+    assert (cfg.chat.task, cfg.tokenize.seq_len, cfg.tokenize.tokenizer) == ("instruction", 512, str(tmp_path / "m"))
     assert [i.path for i in cfg.inputs] == ["d1", "d2"] and cfg.output == str(tmp_path / "out")
     train = train_config(chat, train_windows=40)
     assert (train.max_steps, train.eval_every, train.optim.warmup_steps) == (10, 2, 2)  # 2 x 40 / 8 windows

@@ -23,7 +23,7 @@ from tokenmill.report import card as report_card
 from tokenmill.report import data as report_data
 from train_fixture import write_fixture
 
-from stage_facts import dedup_extra, etl_extra, shards_extra
+from stage_facts import chat_etl_extra, dedup_extra, etl_extra, shards_extra
 
 DOC_SCHEMA = "id string, source string, text string, meta string, n_chars int, n_words int, quality double"
 
@@ -245,7 +245,7 @@ def test_card_of_a_chat_output(spark, tmp_path, capsys):
               "n_chars int, n_words int, quality double")
     tables.write(spark.createDataFrame(clean, schema), tables.stage_location(str(out), "clean"))
     m = Manifest(out / "manifest.json")
-    m.record(StageRecord("etl", 6, 5, {"no_messages": 1}, extra={**etl_extra(), "kind": "chat", "task": "chat"}))
+    m.record(StageRecord("etl", 6, 5, {"no_messages": 1}, extra=chat_etl_extra()))
     m.record(StageRecord("dedup", 5, 5, {}, extra=dedup_extra()))
     model = model_dir(tmp_path / "model", bpe(), {"chat_template": LLAMA3, "bos_token": "<|begin_of_text|>",
                                                   "eos_token": "<|eot_id|>"})

@@ -230,7 +230,9 @@ def test_other_partitioning_killed_mid_shards_then_restarted_gives_identical_sha
     with open(tmp_path / "child.log", "w") as log_file:
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 240
-        while not list(target.glob(".shards.staging-*")) and proc.poll() is None and time.monotonic() < deadline:
+        # A split folder inside the staging folder: a writer has started (the staging folder
+        # itself is made first, before any Spark work).
+        while not list(target.glob(".shards.staging-*/*")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         # The whole tree: Spark's JVM and its Python workers (their daemon has a process group
         # of its own), so nothing still writes into the staging folder the restart removes.

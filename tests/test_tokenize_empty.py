@@ -35,8 +35,8 @@ def test_chat_rows_without_messages(spark, tmp_path):
     model = model_dir(tmp_path / "model", bpe(), {"chat_template": LLAMA3, "bos_token": "<|begin_of_text|>",
                                                   "eos_token": "<|eot_id|>"})
     cfg = from_dict(RunConfig, {"inputs": [{"path": str(raw)}], "output": str(tmp_path / "out"),
-                                "etl": {"pii": {"enabled": False}}, "tokenize": {"tokenizer": str(model)},
-                                "chat": {"seq_len": 64}})
+                                "etl": {"pii": {"enabled": False}}, "tokenize": {"tokenizer": str(model), "seq_len": 64},
+                                "chat": {}})
     with pytest.raises(UserError) as caught:
         run_stages(spark, cfg, ["etl", "tokenize"])
     assert str(caught.value) == f"no examples left to tokenize: etl kept 0 of 2 rows (no_messages: 2); {REJECTS}"

@@ -167,7 +167,7 @@ def write_sft_fixture(out: str | Path, n_train: int = 256, n_val: int = 32, seq_
     tok = train_tokenizer(synthetic_documents(200, seed) + [m["content"] for c in conversations for m in c],
                           vocab_size, CHAT_SPECIALS)
     template = ChatTemplate(CHATML, "chatml", (("eos_token", "<|im_end|>"), ("pad_token", "<|endoftext|>")))
-    enc = ChatEncoder(tok, template, ChatConfig(seq_len=seq_len))
+    enc = ChatEncoder(tok, template, ChatConfig(), seq_len)
     encoded = [enc.encode(tuple(Message(m["role"], m["content"]) for m in c)).example for c in conversations]
     examples = [e for e in encoded if e is not None]  # too long for seq_len: left out
     spec = SftShardSpec(seq_len, "uint16", tok.get_vocab_size(), enc.special.eos_id, None, enc.special.pad_id,

@@ -41,14 +41,11 @@ class RunConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
-    # Present: a chat / instruction fine-tuning run. etl reads whole rows and
-    # validates them as conversations, tokenize renders, masks and bin-packs
-    # them, shards writes tokenmill-mds-sft-v1.
+    # Present: a chat / instruction fine-tuning run (the chat variant of the
+    # stages, ``pipeline.VARIANTS``). etl reads whole rows and validates them as
+    # conversations, tokenize renders, masks and bin-packs them, shards writes
+    # tokenmill-mds-sft-v1.
     chat: ChatConfig | None = None
-
-    @property
-    def is_chat(self) -> bool:
-        return self.chat is not None
 
     def __post_init__(self):
         if self.vacuum_retention_hours is not None:

@@ -5,26 +5,36 @@ JSON). The facts a later stage or the data card relies on are read through
 these dataclasses: the producer builds one and writes ``to_extra()``, the
 consumer calls ``of(manifest)``, so a renamed or missing key fails in one
 place with a message that says what to rerun.
+
+A variant of the stages (chat data, ``tokenmill/chat``) records facts of its
+own: a class with ``VARIANT`` set, whose records carry that name under
+``variant``. A reader that has to know which kind of data a record
+describes asks ``find(manifest)``: the facts when the record is of that
+class's variant, else None. Base records carry no tag, so their JSON stays
+as it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from tokenmill.errors import UserError
 from tokenmill.manifest import Manifest
 
 F = TypeVar("F", bound="StageFacts")
+VARIANT_KEY = "variant"  # the key of a variant's name in a record's extra
 
 
 @dataclass(frozen=True)
 class StageFacts:
-    STAGE = ""
+    STAGE: ClassVar[str] = ""
+    VARIANT: ClassVar[str | None] = None  # None: the base stage's facts (plain text)
 
     def to_extra(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        extra = dataclasses.asdict(self)
+        return extra if self.VARIANT is None else {**extra, VARIANT_KEY: self.VARIANT}
 
     @classmethod
     def from_extra(cls: type[F], extra: dict[str, Any]) -> F:
@@ -41,6 +51,15 @@ class StageFacts:
         rec = manifest.stages.get(cls.STAGE)
         if rec is None:
             raise UserError(f"no {cls.STAGE} record in the manifest: run `tokenmill {cls.STAGE}` first")
+        return cls.from_extra(rec.extra)
+
+    @classmethod
+    def find(cls: type[F], manifest: Manifest) -> F | None:
+        """The facts when the stage's record was written by this class's variant, else None
+        (no record, or one of another kind of data)."""
+        rec = manifest.stages.get(cls.STAGE)
+        if rec is None or rec.extra.get(VARIANT_KEY) != cls.VARIANT:
+            return None
         return cls.from_extra(rec.extra)
 
 
@@ -115,7 +134,10 @@ class DedupFacts(StageFacts):
 
 
 @dataclass(frozen=True)
-class ShardsFacts(StageFacts):
+class ShardFolderFacts(StageFacts):
+    """What every variant of the shards stage records: where it wrote, and the fields of
+    S/dataset.json that every format has. A reader of only these reads any shards record."""
+
     STAGE = "shards"
 
     location: str  # the local shards folder
@@ -129,7 +151,13 @@ class ShardsFacts(StageFacts):
     eos_id: int
     bos_id: int | None
     tokenizer_sha256: str
-    splits: dict[str, dict[str, int]]  # split -> sequences, tokens, shards
+    splits: dict[str, dict[str, int]]  # split -> counts (sequences, tokens, shards, ...)
+
+
+@dataclass(frozen=True)
+class ShardsFacts(ShardFolderFacts):
+    """The shards of plain text (tokenmill-mds-v1): splits hold sequences, tokens, shards."""
+
     # The stage's own figures.
     rows_unit: str
     bytes: dict[str, int]  # split -> bytes written
@@ -144,32 +172,3 @@ class ShardsFacts(StageFacts):
     @property
     def train_tokens(self) -> int:
         return int(self.splits["train"]["tokens"])
-
-
-@dataclass(frozen=True)
-class ChatTokenizeFacts(StageFacts):
-    """What tokenize recorded for a chat / instruction run (chat/job.py)."""
-
-    STAGE = "tokenize"
-
-    task: str  # chat or instruction
-    input_table: str
-    template_name: str  # tokenizer (the model's own), chatml, or none (instruction rows)
-    template_sha256: str | None  # None for instruction rows
-    tokenizer_sha256: str
-    tokenizer_source: str
-    vocab_size: int
-    dtype: str
-    eos_id: int
-    bos_id: int | None
-    pad_id: int
-    seq_len: int
-    pack_groups: int
-    examples: int
-    windows: int
-    tokens: int  # example tokens (not padding)
-    target_tokens: int
-    pad_tokens: int
-    truncated_examples: int  # earliest turns dropped to fit (too_long: truncate)
-    lengths: dict[str, float]  # tokens per example: min, p50, p90, p99, max, mean
-    packing: dict[str, Any]  # PackingStats.report(): packed vs one example per window

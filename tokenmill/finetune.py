@@ -26,6 +26,7 @@ from typing import Optional
 from tokenmill.errors import UserError
 
 TASKS = ("chat", "instruction", "continued")
+CHAT_TASKS = ("chat", "instruction")  # rows of the chat variant (a chat: section); continued is plain text
 STAGES = ["etl", "dedup", "tokenize", "shards"]
 PRESETS = Path(__file__).resolve().parent / "configs"
 DATA_PRESET = PRESETS / "finetune_data.yaml"
@@ -61,10 +62,6 @@ class FinetuneOptions:
     @property
     def run_dir(self) -> Path:
         return self.output / RUN_DIR
-
-    @property
-    def is_chat(self) -> bool:
-        return self.task != "continued"
 
 
 # --- flags ------------------------------------------------------------------------------
@@ -154,14 +151,12 @@ def run_config(opts: FinetuneOptions):
     data = load_yaml(opts.data_config)
     data.update(inputs=[{"path": p} for p in opts.data], output=str(opts.output))
     data["tokenize"] = {**(data.get("tokenize") or {}), "tokenizer": str(opts.model)}
-    if opts.is_chat:
+    if opts.seq_len:
+        data["tokenize"]["seq_len"] = opts.seq_len
+    if opts.task in CHAT_TASKS:
         data["chat"] = {**(data.get("chat") or {}), "task": opts.task}
-        if opts.seq_len:
-            data["chat"]["seq_len"] = opts.seq_len
     else:
         data.pop("chat", None)
-        if opts.seq_len:
-            data["tokenize"]["seq_len"] = opts.seq_len
     return replace(from_dict(RunConfig, data), parse_overrides(list(opts.data_set)))
 
 
@@ -201,9 +196,8 @@ def check_before_data(opts: FinetuneOptions, run_cfg) -> None:
     config_path = opts.model / "config.json"
     hf = read_config(opts.model)
     context = model_config_from_hf(hf, 1, AttentionConfig(), str(config_path)).context_len
-    field = "chat.seq_len" if run_cfg.is_chat else "tokenize.seq_len"
-    seq_len = run_cfg.chat.seq_len if run_cfg.is_chat else run_cfg.tokenize.seq_len
-    named = "--seq-len" if opts.seq_len == seq_len else field
+    seq_len = run_cfg.tokenize.seq_len
+    named = "--seq-len" if opts.seq_len == seq_len else "tokenize.seq_len"
     window = hf.get("sliding_window") if hf.get("use_sliding_window", True) else None
     for limit, what in ((context, "context"), (window, "sliding attention window")):
         if limit and seq_len > limit:

@@ -35,26 +35,32 @@ def kept_rows(manifest) -> int:
     return manifest.stages["tokenize"].rows_out
 
 
-def dry_run(manifest, info, cfg, opts) -> str:
-    from tokenmill.chat.job import lengths_line, packing_line
+def token_lines(manifest, splits: dict) -> list[str]:
+    """Tokens per example, targets and packing of a chat run; tokens and sequences of a plain one."""
+    from tokenmill.chat.facts import ChatTokenizeFacts
+    from tokenmill.chat.tokenize_job import lengths_line, packing_line
+    from tokenmill.facts import TokenizeFacts
 
-    etl, tok = manifest.stages["etl"], manifest.stages["tokenize"]
+    chat = ChatTokenizeFacts.find(manifest)
+    if chat is not None:
+        return [f"tokens     {lengths_line(chat.lengths)} per example (mean {chat.lengths.get('mean', 0):g})",
+                f"targets    {splits['train']['target_tokens']:,} target tokens per epoch (train split; "
+                f"{splits['val']['target_tokens']:,} in val)",
+                f"packing    {packing_line(chat.packing)}"]
+    x = TokenizeFacts.of(manifest)
+    return [f"tokens     {x.tokens:,} tokens in {x.sequences:,} sequences of {x.seq_len} "
+            f"({x.tokens_dropped:,} dropped in packing tails)",
+            f"targets    {splits['train']['tokens']:,} target tokens per epoch (train split)"]
+
+
+def dry_run(manifest, info, cfg, opts) -> str:
+    etl = manifest.stages["etl"]
     rejected = rejects_by_reason(manifest)
     lines = [f"finetune dry run: {opts.task} data for {opts.model}",
              f"rows       {etl.rows_in:,} read, {kept_rows(manifest):,} kept, {sum(n for *_, n in rejected):,} rejected"]
     lines += [f"  {stage:<9} {reason:<28} {n:>10,}" for stage, reason, n in rejected]
     splits = info.splits
-    if tok.extra.get("kind") == "chat":
-        x = tok.extra
-        lines += [f"tokens     {lengths_line(x['lengths'])} per example (mean {x['lengths'].get('mean', 0):g})",
-                  f"targets    {splits['train']['target_tokens']:,} target tokens per epoch (train split; "
-                  f"{splits['val']['target_tokens']:,} in val)",
-                  f"packing    {packing_line(x['packing'])}"]
-    else:
-        x = tok.extra
-        lines += [f"tokens     {x['tokens']:,} tokens in {x['sequences']:,} sequences of {x['seq_len']} "
-                  f"({x['tokens_dropped']:,} dropped in packing tails)",
-                  f"targets    {splits['train']['tokens']:,} target tokens per epoch (train split)"]
+    lines += token_lines(manifest, splits)
     windows = int(splits["train"]["sequences"])
     epochs = cfg.max_steps * cfg.global_batch_size / max(1, windows)
     e = estimate(cfg, info, opts)

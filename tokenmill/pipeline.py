@@ -12,6 +12,11 @@ summary. Each stage's command (``tokenmill etl`` ...) is the same generic
 
 A stage is skipped when its record's config hash, input signatures and
 output signatures all still match; ``--force`` reruns it.
+
+A kind of data other than plain text is a *variant*: a run config section
+(``chat:``) names it, and its module's ``STAGE_SPECS`` stand in for the
+base stages of the same names (``stage_spec(name, cfg)``). The variant's
+stages write their own typed facts; no base stage knows the variant exists.
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ STAGES: dict[str, str] = {
     "dedup": "tokenmill.dedup.job",
     "tokenize": "tokenmill.tokenize.job",
     "shards": "tokenmill.shards.job",
+}
+
+# Variants: the run config section that asks for one -> the module whose
+# ``STAGE_SPECS`` replace base stages (a stage it lacks runs as the base one).
+VARIANTS: dict[str, str] = {
+    "chat": "tokenmill.chat.stages",
 }
 
 REJECTS = "rejects"
@@ -97,6 +108,8 @@ class Stage(Protocol):
 
     def summary(self, rec: StageRecord) -> list[str]: ...
 
+    def config_of(self, cfg: RunConfig) -> Any: ...
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -107,7 +120,13 @@ class StageSpec:
     outputs: tuple[str, ...]
     run: Callable[[StageContext], StageRecord]
     summary: Callable[[StageRecord], list[str]] = lambda rec: []
+    # What of the run config the stage reads (its hash says when to rerun it);
+    # None: the stage's own section (``cfg.dedup`` for dedup).
+    settings: Callable[[RunConfig], Any] | None = None
     raw_inputs: bool = False  # reads --input paths (etl)
+
+    def config_of(self, cfg: RunConfig) -> Any:
+        return self.settings(cfg) if self.settings is not None else getattr(cfg, self.name)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_stage_arguments(parser, inputs=self.raw_inputs)
@@ -116,8 +135,22 @@ class StageSpec:
         return run_command(args, [self.name])
 
 
-def stage_spec(name: str) -> Stage:
-    """The stage called ``name``, from its module's ``STAGE_SPEC``."""
+def variant(cfg: RunConfig) -> str | None:
+    """The variant ``cfg`` asks for (the one section of ``VARIANTS`` it sets), None for plain text."""
+    asked = [name for name in VARIANTS if getattr(cfg, name) is not None]
+    if len(asked) > 1:
+        raise UserError(f"the run config sets {' and '.join(asked)}: a run is one kind of data, keep one section")
+    return asked[0] if asked else None
+
+
+def stage_spec(name: str, cfg: RunConfig) -> Stage:
+    """The stage called ``name`` for the data ``cfg`` asks for: the variant's own stage when it
+    has one, else the base stage (its module's ``STAGE_SPEC``)."""
+    chosen = variant(cfg)
+    if chosen is not None:
+        own = importlib.import_module(VARIANTS[chosen]).STAGE_SPECS
+        if name in own:
+            return own[name]
     return importlib.import_module(STAGES[name]).STAGE_SPEC
 
 
@@ -134,13 +167,8 @@ def files_signature(path: str) -> str:
 
 
 def stage_config_hash(cfg: RunConfig, stage: str) -> str:
-    # The chat section changes what etl and tokenize do; other runs keep their old hashes.
-    chat = {}
-    if cfg.is_chat and stage in ("etl", "tokenize"):
-        chat = {"chat": cfg.chat.etl_part() if stage == "etl" else cfg.chat}
-    if stage == "etl":
-        return config_hash({"inputs": cfg.inputs, "etl": cfg.etl, **chat})
-    return config_hash({stage: getattr(cfg, stage), **chat}) if chat else config_hash(getattr(cfg, stage))
+    """The hash of what the stage (the variant ``cfg`` asks for) reads of the config."""
+    return config_hash(stage_spec(stage, cfg).config_of(cfg))
 
 
 def is_up_to_date(ctx: StageContext, stage: str) -> bool:
@@ -162,7 +190,7 @@ def run_stages(spark, cfg: RunConfig, stages: list[str], force: bool = False) ->
         if not force and is_up_to_date(ctx, name):
             log(f"[{name}] up to date, skipped (use --force to rerun)")
             continue
-        spec = stage_spec(name)
+        spec = stage_spec(name, cfg)
         started = time.time()
         rec: StageRecord = spec.run(ctx)
         rec.config_hash = stage_config_hash(cfg, name)
@@ -240,9 +268,9 @@ def check_stage_order(cfg: RunConfig, stages: list[str], flag: bool) -> None:
     """
     if cfg.catalog_schema:
         return
-    writers = {table: name for name in STAGES for table in stage_spec(name).outputs}
+    writers = {table: name for name in STAGES for table in stage_spec(name, cfg).outputs}
     for name in stages:
-        spec = stage_spec(name)
+        spec = stage_spec(name, cfg)
         earlier = stages[: stages.index(name)]
         if not spec.inputs or any(writers[t] in earlier or _table_exists(cfg, t) for t in spec.inputs):
             continue

@@ -57,8 +57,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        allowed = ", ".join(sorted(fields))
-        raise ConfigError(_join(where, str(unknown[0])), f"unknown field; allowed: {allowed}")
+        raise unknown_field(cls, _join(where, str(unknown[0])), str(unknown[0]))
     values = {}
     for name, value in data.items():
         values[name] = _convert(hints[name], value, _join(where, name))
@@ -87,7 +86,7 @@ def replace(obj: T, overrides: dict[str, Any]) -> T:
             if cls is not None:
                 fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
                 if part not in fields:
-                    raise ConfigError(where, f"unknown field; allowed: {', '.join(sorted(fields))}")
+                    raise unknown_field(cls, where, part)
                 cls = section_type(get_type_hints(cls)[part])
             if i == len(parts) - 1:
                 if value is not None:
@@ -102,6 +101,16 @@ def replace(obj: T, overrides: dict[str, Any]) -> T:
                 raise UserError(f"--set {dotted}: {where} is not a section (it holds a single value)")
             node = child
     return from_dict(type(obj), data)
+
+
+def unknown_field(cls: type, where: str, name: str) -> ConfigError:
+    """The error for a key ``cls`` has no field for: where a field that moved is set now
+    (the class's ``MOVED``: old name -> new dotted name), else the names allowed."""
+    moved = getattr(cls, "MOVED", {}).get(name)
+    if moved is not None:
+        return ConfigError(where, f"this setting moved; set {moved} instead")
+    allowed = ", ".join(sorted(f.name for f in dataclasses.fields(cls) if f.init))
+    return ConfigError(where, f"unknown field; allowed: {allowed}")
 
 
 def section_type(hint: Any) -> type | None:

@@ -1,9 +1,14 @@
-"""Config of chat / instruction fine-tuning data: fields, template, loss mask, length."""
+"""Config of chat / instruction fine-tuning data: fields, template, loss mask.
+
+The window length and the packing groups are the tokenize section's
+(``tokenize.seq_len``, ``tokenize.pack_groups``), as for plain text: one
+setting whatever the data, the one the base model's context is checked against.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from tokenmill.typed_config import require
 
@@ -22,11 +27,9 @@ class ChatConfig:
     completion_field: str = "completion"
     # Which tokens are training targets: every assistant turn, the last one, or all tokens.
     train_on: Literal["assistant", "last", "all"] = "assistant"
-    # An example longer than seq_len tokens: reject it, or drop its earliest
-    # user/assistant pairs (the system message stays) until it fits.
+    # An example longer than tokenize.seq_len tokens: reject it, or drop its
+    # earliest user/assistant pairs (the system message stays) until it fits.
     too_long: Literal["reject", "truncate"] = "reject"
-    # Tokens per packed window; every example must fit in one.
-    seq_len: int = 2048
     # auto: the tokenizer's own chat_template, else the built-in ChatML; chatml: always ChatML.
     template: Literal["auto", "chatml"] = "auto"
     # Web-prose quality rules (Gopher, bad words) on each message; off for conversations.
@@ -34,14 +37,16 @@ class ChatConfig:
     # Include system messages in the text that dedup compares (a shared system
     # prompt would make unrelated conversations look alike).
     dedup_system: bool = False
-    # Examples are hashed by id into this many packing groups (fixed, so the
-    # windows do not depend on Spark's partitioning).
-    pack_groups: int = 8
 
     # What the etl stage reads of this config (the rest is tokenize's): a change
-    # of the loss mask or the length reruns tokenize, not the cleaning.
-    ETL_FIELDS = ("task", "messages_field", "role_field", "content_field", "prompt_field", "response_field",
-                  "completion_field", "quality_filters", "dedup_system")
+    # of the loss mask reruns tokenize, not the cleaning.
+    ETL_FIELDS: ClassVar[tuple[str, ...]] = (
+        "task", "messages_field", "role_field", "content_field", "prompt_field", "response_field",
+        "completion_field", "quality_filters", "dedup_system")
+
+    # Fields that were here once -> where they are set now (a config that still
+    # sets one gets an error naming the new place).
+    MOVED: ClassVar[dict[str, str]] = {"seq_len": "tokenize.seq_len", "pack_groups": "tokenize.pack_groups"}
 
     def etl_part(self) -> dict:
         return {name: getattr(self, name) for name in self.ETL_FIELDS}
@@ -50,7 +55,5 @@ class ChatConfig:
         for name in ("messages_field", "role_field", "content_field", "prompt_field", "response_field",
                      "completion_field"):
             require(bool(getattr(self, name)), name, "must name a field of the input rows")
-        require(self.seq_len >= 2, "seq_len", f"must be at least 2, got {self.seq_len}")
-        require(self.pack_groups >= 1, "pack_groups", f"must be at least 1, got {self.pack_groups}")
         require(not (self.task == "instruction" and self.too_long == "truncate"), "too_long",
                 "instruction rows have no turns to drop; use too_long: reject")

@@ -102,10 +102,14 @@ def token_ids(tok, template: ChatTemplate) -> TokenIds:
 
 
 class ChatEncoder:
-    """Encodes examples for one tokenizer, template and config (build once per worker)."""
+    """Encodes examples for one tokenizer, template, config and length (build once per worker).
 
-    def __init__(self, tok, template: ChatTemplate, cfg: ChatConfig):
-        self.tok, self.template, self.cfg = tok, template, cfg
+    ``seq_len`` is the run's window length (``tokenize.seq_len``): an example
+    must fit one window, or is rejected or truncated (``too_long``).
+    """
+
+    def __init__(self, tok, template: ChatTemplate, cfg: ChatConfig, seq_len: int):
+        self.tok, self.template, self.cfg, self.seq_len = tok, template, cfg, seq_len
         self.special = token_ids(tok, template)
 
     def ids(self, text: str) -> list[int]:
@@ -124,7 +128,7 @@ class ChatEncoder:
 
     def _checked(self, got: Encoded) -> Encoded:
         e = got.example
-        if e is not None and len(e.ids) > self.cfg.seq_len:
+        if e is not None and len(e.ids) > self.seq_len:
             return Encoded(None, TOO_LONG)
         if e is not None and not any(e.mask):
             return Encoded(None, NO_TARGETS)  # teaches nothing
@@ -149,7 +153,7 @@ class ChatEncoder:
         if self.cfg.too_long == "truncate":
             for drop in range(n_pairs):
                 kept = messages[:head] + messages[head + 2 * drop:]
-                if self._length(kept) <= self.cfg.seq_len:
+                if self._length(kept) <= self.seq_len:
                     return self._chat_with_drop(kept, drop)
             return Encoded(None, TOO_LONG)
         return self.chat(messages)
@@ -211,16 +215,16 @@ def _example(ids: list[int], mask: list[int]) -> Example:
 _ENCODERS: dict[str, ChatEncoder] = {}
 
 
-def worker_encoder(tokenizer_json: str, template: ChatTemplate, cfg: ChatConfig) -> ChatEncoder:
-    """This Python worker's encoder, built once per (tokenizer, template, config)."""
-    key = hashlib.sha256(f"{tokenizer_json}\0{template!r}\0{cfg!r}".encode()).hexdigest()
+def worker_encoder(tokenizer_json: str, template: ChatTemplate, cfg: ChatConfig, seq_len: int) -> ChatEncoder:
+    """This Python worker's encoder, built once per (tokenizer, template, config, length)."""
+    key = hashlib.sha256(f"{tokenizer_json}\0{template!r}\0{cfg!r}\0{seq_len}".encode()).hexdigest()
     if key not in _ENCODERS:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_str(tokenizer_json)
         tok.no_padding()
         tok.no_truncation()
-        _ENCODERS[key] = ChatEncoder(tok, template, cfg)
+        _ENCODERS[key] = ChatEncoder(tok, template, cfg, seq_len)
     return _ENCODERS[key]
 
 
@@ -231,13 +235,13 @@ ENCODED_SCHEMA = ("id string, source string, tokens array<int>, loss_mask array<
 SAMPLE_CHARS = 200
 
 
-def _encode_batches(tokenizer_json: str, template: ChatTemplate, cfg: ChatConfig):
+def _encode_batches(tokenizer_json: str, template: ChatTemplate, cfg: ChatConfig, seq_len: int):
     def run(batches):
         import pyarrow as pa
 
         from tokenmill.chat.validate import dedup_text
 
-        enc = worker_encoder(tokenizer_json, template, cfg)
+        enc = worker_encoder(tokenizer_json, template, cfg, seq_len)
         for batch in batches:
             convs = [tuple(Message(m["role"], m["content"]) for m in ms) for ms in batch.column("messages").to_pylist()]
             got = [enc.encode(c) for c in convs]
@@ -258,13 +262,13 @@ def _encode_batches(tokenizer_json: str, template: ChatTemplate, cfg: ChatConfig
     return run
 
 
-def encode_examples(examples, tokenizer_json: str, template: ChatTemplate, cfg: ChatConfig):
+def encode_examples(examples, tokenizer_json: str, template: ChatTemplate, cfg: ChatConfig, seq_len: int):
     """examples (id, source, messages) -> ENCODED_SCHEMA rows, one per example (reason null: kept).
 
     ``tokenizer_json``: the tokenizer.json text (shipped to the workers with the plan).
     """
     return examples.select("id", "source", "messages").mapInArrow(
-        _encode_batches(tokenizer_json, template, cfg), ENCODED_SCHEMA)
+        _encode_batches(tokenizer_json, template, cfg, seq_len), ENCODED_SCHEMA)
 
 
 def split_encoded(encoded, stage: str):

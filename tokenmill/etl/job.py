@@ -37,10 +37,6 @@ def filled_partitions(df) -> int:
 
 
 def run(ctx: pipeline.StageContext) -> StageRecord:
-    if ctx.cfg.is_chat:
-        from tokenmill.chat.job import run_etl
-
-        return run_etl(ctx)
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -111,10 +107,6 @@ def run(ctx: pipeline.StageContext) -> StageRecord:
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
-    if rec.extra.get("kind") == "chat":
-        from tokenmill.chat.job import etl_summary
-
-        return etl_summary(rec)
     x = EtlFacts.from_extra(rec.extra)
     lines = [
         f"ingest    {x.ingest['rows_in']:>12,} rows read, {x.ingest['rows_out']:,} documents",
@@ -135,6 +127,7 @@ STAGE_SPEC = pipeline.StageSpec(
     outputs=("documents", "clean", pipeline.REJECTS),
     run=run,
     summary=summary_lines,
+    settings=lambda cfg: {"inputs": cfg.inputs, "etl": cfg.etl},  # what it reads: the inputs too
     raw_inputs=True,
 )
 add_arguments, main = STAGE_SPEC.add_arguments, STAGE_SPEC.main  # the `tokenmill etl` command

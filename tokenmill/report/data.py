@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from tokenmill import locations, tables
+from tokenmill.chat.facts import ChatTokenizeFacts
 from tokenmill.facts import DedupFacts, EtlFacts, ShardsFacts
 from tokenmill.manifest import Manifest
 from tokenmill.shards.dataset_info import FILE as DATASET_FILE, DatasetInfo
@@ -125,17 +126,12 @@ def default_shards_dir(manifest: Manifest, out: str) -> Path:
     """Where the shards stage says it wrote, else OUT/shards.
 
     Only the location is read: the shards record of a chat run holds other
-    figures than a text run's (``ShardsFacts``), and both name where they wrote.
+    figures than a text run's (``ShardsFacts``, ``ChatShardsFacts``), and both
+    name where they wrote.
     """
     rec = manifest.stages.get("shards")
     location = (rec.extra.get("location") if rec else None) or locations.join(out, "shards")
     return locations.local_path(location)
-
-
-def is_chat(manifest: Manifest) -> bool:
-    """A chat / instruction run: its tokenize record says so (``chat/job.py``)."""
-    rec = manifest.stages.get("tokenize")
-    return rec is not None and rec.extra.get("kind") == "chat"
 
 
 # --- sections ----------------------------------------------------------------------
@@ -240,7 +236,7 @@ def token_lengths(manifest: Manifest, t: Tables, shards_dir: Path) -> Section:
     """Tokens per document, from the distances between EOS tokens in the packed sequences."""
     if "tokenize" not in manifest.stages:
         return Section(missing="tokenize has not run")
-    if is_chat(manifest):  # padded windows of whole examples: no EOS-delimited stream to measure
+    if ChatTokenizeFacts.find(manifest):  # padded windows of whole examples: no EOS-delimited stream
         return Section(missing="a chat run's tokens per example are in the fine-tuning section below")
     info = _dataset_info(shards_dir)
     if info is None or not t.exists("sequences"):
@@ -324,7 +320,8 @@ def shuffle_quality(shards_dir: Path, t: Tables, manifest: Optional[Manifest] = 
     result: dict[str, Any] = {"samples": len(seq_ids), "seq_ids": seq_ids[:5000]}
     if manifest is not None and "shards" in manifest.stages:
         # The shards stage's own measure, per split; a chat run's shards record has none.
-        result["stage"] = {} if is_chat(manifest) else ShardsFacts.of(manifest).shuffle_quality
+        facts = ShardsFacts.find(manifest)
+        result["stage"] = facts.shuffle_quality if facts else {}
     result["spearman"] = spearman(list(range(len(seq_ids))), seq_ids)
     if sources[0] is None and t.exists("sequences"):
         sources = _sources_for(t, seq_ids)
@@ -384,16 +381,15 @@ def token_totals(manifest: Manifest, shards_dir: Path) -> Section:
 def finetune_data(manifest: Manifest) -> Optional[Section]:
     """A chat / instruction run: rows in, examples kept, rejects by stage and reason,
     tokens per example and packing efficiency (from the tokenize record). None for other runs."""
-    rec = manifest.stages.get("tokenize")
-    if rec is None or rec.extra.get("kind") != "chat":
+    x = ChatTokenizeFacts.find(manifest)
+    if x is None:
         return None  # the card has no fine-tuning section
-    x = rec.extra
-    etl = manifest.stages.get("etl")
+    rec, etl = manifest.stages["tokenize"], manifest.stages.get("etl")
     rejects = sorted(({"stage": stage, "reason": reason, "rows": n} for stage, r in manifest.stages.items()
                       for reason, n in r.dropped.items()), key=lambda row: -row["rows"])
-    return Section({"task": x["task"], "template": x["template_name"], "seq_len": x["seq_len"],
+    return Section({"task": x.task, "template": x.template_name, "seq_len": x.seq_len,
                     "rows_in": etl.rows_in if etl else None, "examples": rec.rows_out, "rejects": rejects,
-                    "truncated": x["truncated_examples"], "lengths": x["lengths"], "packing": x["packing"]})
+                    "truncated": x.truncated_examples, "lengths": x.lengths, "packing": x.packing})
 
 
 def stage_figures(manifest: Manifest) -> Section:

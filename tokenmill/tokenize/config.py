@@ -35,7 +35,9 @@ class TokenizeConfig:
     # Prepended to every document when set. "auto": a model folder's BOS when
     # its tokenizer adds one itself (Llama's <|begin_of_text|>), else none.
     bos_token: str | None = "auto"
-    # Every packed sequence holds exactly seq_len tokens (no padding).
+    # Tokens per packed sequence, whatever the kind of data (one setting, the one
+    # a base model's context is checked against). Text fills each exactly (no
+    # padding); a variant that packs whole examples pads, and each must fit one.
     seq_len: int = 2048
     # Documents are hashed into this many packing groups (fixed, so the packed
     # sequences do not depend on how Spark partitions the input). Each group's

@@ -62,11 +62,17 @@ def tokenizer_path(ctx) -> Path:
     return locations.local_dir(ctx.out) / TOKENIZER_FILE
 
 
-def run(ctx) -> StageRecord:
-    if ctx.cfg.is_chat:
-        from tokenmill.chat.job import run_tokenize
+def made_tokenizer(ctx, sha256: str) -> Path:
+    """OUT/tokenizer.json, checked to be the one tokenize recorded (``sha256``): a later stage
+    must ship the tokenizer the sequences were made with, never one written since."""
+    path = tokenizer_path(ctx)
+    if not path.is_file() or toks.file_sha256(path) != sha256:
+        raise UserError(f"{path} is missing or is not the tokenizer the sequences were made with; "
+                        "rerun `tokenmill tokenize --force`")
+    return path
 
-        return run_tokenize(ctx)
+
+def run(ctx) -> StageRecord:
     from pyspark import StorageLevel
 
     cfg = ctx.cfg.tokenize
@@ -122,10 +128,6 @@ def run(ctx) -> StageRecord:
 
 
 def summary_lines(rec: StageRecord) -> list[str]:
-    if rec.extra.get("kind") == "chat":
-        from tokenmill.chat.job import tokenize_summary
-
-        return tokenize_summary(rec)
     x = TokenizeFacts.from_extra(rec.extra)
     return [
         f"tokenizer  {x.tokenizer_sha256[:12]} ({x.tokenizer_source}), vocab {x.vocab_size:,} {x.dtype}",
