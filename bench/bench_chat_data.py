@@ -138,13 +138,13 @@ def per_core(records: list[str], tok, seq_len: int) -> dict:
     """CPU seconds of each step's per-row work over the records."""
     import numpy as np
 
-    from tokenmill.chat.config import ChatConfig
+    from tokenmill.config.chat import ChatConfig
     from tokenmill.chat.hygiene import MESSAGE_PRESET
     from tokenmill.chat.mask import ChatEncoder
     from tokenmill.chat.pack import pack_group
     from tokenmill.chat.validate import Message, check_record
     from tokenmill.etl.clean import cleaner, normalize
-    from tokenmill.etl.config import EtlConfig
+    from tokenmill.config.etl import EtlConfig
 
     cfg, etl = ChatConfig(), EtlConfig()
     c = cleaner(etl)
@@ -208,12 +208,12 @@ def timed(df) -> tuple[object, float]:
 
 def spark_chain(records: list[str], tok, seq_len: int, cores: int, workdir: str) -> dict:
     from tokenmill.chat import mask, validate
-    from tokenmill.chat.config import ChatConfig
+    from tokenmill.config.chat import ChatConfig
     from tokenmill.chat.hygiene import clean_messages
     from tokenmill.chat.pack import pack_examples, packing_stats
-    from tokenmill.etl.config import EtlConfig
+    from tokenmill.config.etl import EtlConfig
     from tokenmill.spark import get_spark
-    from tokenmill.tokenize.config import TokenizeConfig
+    from tokenmill.config.tokenize import TokenizeConfig
 
     cfg, groups = ChatConfig(), TokenizeConfig().pack_groups  # the run config's defaults
     path = os.path.join(workdir, "records")

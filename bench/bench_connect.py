@@ -140,7 +140,7 @@ def single_file_read(docs: list[str], work: Path, cores: int) -> dict:
 
     from bench.etl_corpus import write_jsonl
     from tokenmill.etl import ranges
-    from tokenmill.etl.config import EtlConfig
+    from tokenmill.config.etl import EtlConfig
     from tokenmill.etl.ingest import FileTask, read_files
     from tokenmill.spark import get_spark
 

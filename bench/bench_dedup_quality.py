@@ -41,7 +41,7 @@ def stdlib_docs() -> list[tuple[str, str]]:
 def sample_docs(spark, work: Path) -> list[tuple[str, str]]:
     from pyspark.sql import functions as F
 
-    from tokenmill.etl.config import EtlConfig, InputSpec
+    from tokenmill.config.etl import EtlConfig, InputSpec
     from tokenmill.etl.ingest import ingest
     from tokenmill.sample import write_sample
 

@@ -37,7 +37,7 @@ def per_core(docs: list[str]) -> dict:
     import ftfy
 
     from tokenmill.etl.clean import cleaner
-    from tokenmill.etl.config import EtlConfig
+    from tokenmill.config.etl import EtlConfig
 
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     c = cleaner(EtlConfig())

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from bench.etl_corpus import machine_docs, print_result, sample_docs
-    from tokenmill.etl.config import PiiConfig
+    from tokenmill.config.etl import PiiConfig
     from tokenmill.etl.pii import Redactor
 
     docs = sample_docs() if args.corpus == "sample" else machine_docs(int(args.mb * 1e6))

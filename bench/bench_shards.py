@@ -33,7 +33,7 @@ def one(cores: int, n: int, partitions: int) -> dict:
     from tokenmill.manifest import Manifest, StageRecord
     from tokenmill.pipeline import run_stages
     from tokenmill.spark import get_spark
-    from tokenmill.tokenize.config import TokenizeConfig
+    from tokenmill.config.tokenize import TokenizeConfig
     from tokenmill.tokenize.tokenizer import file_sha256, train_bpe
 
     spark = get_spark("bench-shards", cores=cores)

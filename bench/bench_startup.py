@@ -27,10 +27,10 @@ CASES = {
     "streaming, after import tokenmill": "import tokenmill\nfrom streaming import StreamingDataset",
     "PII redactor, presidio imported plainly first": (
         "import presidio_analyzer.predefined_recognizers\n"
-        "from tokenmill.etl.config import PiiConfig\nfrom tokenmill.etl.pii import redactor\n"
+        "from tokenmill.config.etl import PiiConfig\nfrom tokenmill.etl.pii import redactor\n"
         "redactor(PiiConfig()).redact('mail bob@example.com')"),
     "PII redactor, as a tokenmill worker builds it": (
-        "from tokenmill.etl.config import PiiConfig\nfrom tokenmill.etl.pii import redactor\n"
+        "from tokenmill.config.etl import PiiConfig\nfrom tokenmill.etl.pii import redactor\n"
         "redactor(PiiConfig()).redact('mail bob@example.com')"),
 }
 

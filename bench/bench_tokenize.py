@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=20)
     ap.add_argument("--cores", type=int, default=2)
     args = ap.parse_args()
-    from tokenmill.tokenize.config import TokenizeConfig
+    from tokenmill.config.tokenize import TokenizeConfig
     from tokenmill.tokenize.tokenizer import train_bpe
 
     docs = make_docs(args.mb)

@@ -59,7 +59,7 @@ def sample_docs(n_docs: int = 3600) -> list[str]:
     """Texts of the bundled sample corpus (bad rows and the binary file left out)."""
     import pyarrow.parquet as pq
 
-    from tokenmill.etl.config import EtlConfig, InputSpec
+    from tokenmill.config.etl import EtlConfig, InputSpec
     from tokenmill.etl.ingest import plan_input, read_task
     from tokenmill.sample import write_sample
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from tokenmill.tokenize.config import TokenizeConfig
+from tokenmill.config.tokenize import TokenizeConfig
 from tokenmill.tokenize.tokenizer import train_bpe
 
 # Llama-3-8B-Instruct's template, as published in its tokenizer_config.json.

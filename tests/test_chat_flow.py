@@ -8,12 +8,12 @@ from collections import Counter
 from chat_tokenizers import LLAMA3, bpe
 
 from tokenmill.chat import mask, validate
-from tokenmill.chat.config import ChatConfig
+from tokenmill.config.chat import ChatConfig
 from tokenmill.chat.hygiene import clean_messages
 from tokenmill.chat.pack import pack_examples, packing_stats
 from tokenmill.chat.shards import SftShardSpec, write_shards
 from tokenmill.chat.template import from_config
-from tokenmill.etl.config import EtlConfig, PiiConfig
+from tokenmill.config.etl import EtlConfig, PiiConfig
 
 
 def test_every_row_is_accounted_for_from_records_to_shards(spark, tmp_path):

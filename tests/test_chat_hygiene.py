@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tokenmill.chat.hygiene import assemble_messages, clean_message_rows, clean_messages, explode_messages
 from tokenmill.chat.validate import EMPTY_CONTENT, EXAMPLES_SCHEMA
-from tokenmill.etl.config import EtlConfig, PiiConfig
+from tokenmill.config.etl import EtlConfig, PiiConfig
 
 CFG = EtlConfig(pii=PiiConfig(entities=("EMAIL_ADDRESS",)))
 

@@ -6,7 +6,7 @@ import pytest
 from chat_tokenizers import CHATML, LLAMA3, bpe, hf_tokenizer, words
 
 from tokenmill.chat import mask as m
-from tokenmill.chat.config import ChatConfig
+from tokenmill.config.chat import ChatConfig
 from tokenmill.chat.mask import ChatEncoder, Encoded, Example
 from tokenmill.chat.template import from_config
 from tokenmill.chat.validate import EXAMPLES_SCHEMA, Message

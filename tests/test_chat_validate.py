@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tokenmill.chat import validate as v
-from tokenmill.chat.config import ChatConfig
+from tokenmill.config.chat import ChatConfig
 from tokenmill.chat.validate import Message, check_record, check_row, dedup_text
 from tokenmill.config import from_dict
 from tokenmill.errors import ConfigError

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from tokenmill.dedup import clusters, driver, lsh
-from tokenmill.dedup.config import DedupConfig
+from tokenmill.config.dedup import DedupConfig
 from tokenmill.dedup.job import signatures_of
 
 COLUMNS = "id string, source string, text string, n_chars int, n_words int, quality double"

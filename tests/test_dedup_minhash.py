@@ -9,7 +9,7 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
 from tokenmill.dedup import minhash
-from tokenmill.dedup.config import DedupConfig
+from tokenmill.config.dedup import DedupConfig
 from tokenmill.dedup.lsh import lsh_params, s_curve
 
 TEXTS = [

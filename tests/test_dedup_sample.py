@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from tokenmill import tables
 from tokenmill.config import RunConfig, from_dict
 from tokenmill.pipeline import run_stages
-from tokenmill.etl.config import EtlConfig, InputSpec
+from tokenmill.config.etl import EtlConfig, InputSpec
 from tokenmill.etl.ingest import ingest
 from tokenmill.sample import MIN_N_DOCS, write_sample
 

@@ -91,7 +91,7 @@ def test_exact_and_near_clusters(spark, corpus_run):
 
 
 def test_keep_rule_is_configurable(spark):
-    from tokenmill.dedup.config import DedupConfig
+    from tokenmill.config.dedup import DedupConfig
     from tokenmill.dedup.keep import best_per_group, keep_key
 
     df = spark.createDataFrame([("g", "x", 0.9, 10), ("g", "y", 0.9, 30), ("g", "a", 0.5, 30), ("h", "z", None, 1)],
@@ -108,7 +108,7 @@ def test_keep_rule_is_configurable(spark):
 
 
 def test_exact_normalization_is_configurable(spark):
-    from tokenmill.dedup.config import DedupConfig
+    from tokenmill.config.dedup import DedupConfig
     from tokenmill.dedup.exact import exact_key
 
     df = spark.createDataFrame([("p1", "Hello World, this is a page."), ("p2", "Hello  World this is a page"),

@@ -7,7 +7,7 @@ import pytest
 from tokenmill.config import from_dict
 from tokenmill.errors import ConfigError
 from tokenmill.etl.clean import ftfy_config, clean_and_redact, fix_lines, normalize, row_preset
-from tokenmill.etl.config import EtlConfig, FilterConfig
+from tokenmill.config.etl import EtlConfig, FilterConfig
 from tokenmill.etl.filters import alnum_count, bad_words_regex, judge, load_bad_words, top_ngram_char_fraction
 
 FC = FilterConfig()

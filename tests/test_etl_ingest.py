@@ -13,7 +13,7 @@ import zstandard
 
 from tokenmill import cli
 from tokenmill.errors import UserError
-from tokenmill.etl.config import EtlConfig, IngestConfig, InputSpec
+from tokenmill.config.etl import EtlConfig, IngestConfig, InputSpec
 from tokenmill.etl.ingest import group_files, ingest, plan_input, source_label
 from tokenmill.etl.readers import FileTask, read_task, stable_id
 

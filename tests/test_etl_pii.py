@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tokenmill.errors import ConfigError
-from tokenmill.etl.config import PiiConfig
+from tokenmill.config.etl import PiiConfig
 from tokenmill.etl.pii import Redactor, redactor
 
 TEXT = ("Write to ada.l@example.com or call +1 (212) 555-0198. Card 4111 1111 1111 1111. "
@@ -50,7 +50,7 @@ def test_a_fresh_worker_builds_the_redactor_without_torch_or_transformers():
     """As a Spark Python worker does: same findings, and torch still imports afterwards."""
     check = f"""
 import json, sys
-from tokenmill.etl.config import PiiConfig
+from tokenmill.config.etl import PiiConfig
 from tokenmill.etl.pii import redactor
 text, counts = redactor(PiiConfig()).redact({TEXT!r})
 loaded = [m for m in ("torch", "transformers", "sklearn") if m in sys.modules]
@@ -95,7 +95,7 @@ def refuse(*args, **kwargs):
 socket.socket.connect = socket.socket.connect_ex = refuse
 socket.create_connection = socket.getaddrinfo = refuse
 
-from tokenmill.etl.config import PiiConfig
+from tokenmill.config.etl import PiiConfig
 from tokenmill.etl.pii import Redactor
 
 out = Redactor(PiiConfig(entities=("EMAIL_ADDRESS", "URL"))).redact("mail x.y@mail.example.co.uk now")[0]

@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from tokenmill.etl import ranges
-from tokenmill.etl.config import EtlConfig
+from tokenmill.config.etl import EtlConfig
 from tokenmill.etl.ingest import FileTask, read_files, read_task, split_task
 
 CFG = EtlConfig()

@@ -50,7 +50,7 @@ def test_object_store_outputs_say_where_plain_files_cannot_go(location):
 
 
 def test_object_store_file_inputs_are_a_clear_error():
-    from tokenmill.etl.config import EtlConfig, InputSpec
+    from tokenmill.config.etl import EtlConfig, InputSpec
     from tokenmill.etl.ingest import plan_input
 
     with pytest.raises(UserError, match="give a local, file:// or /Volumes"):

@@ -11,7 +11,7 @@ import pytest
 from tokenmill.tokenize.encode import encode_texts, worker_tokenizer
 from tokenmill.tokenize.pack import GroupPacker, make_packer, seq_id, total_stats
 from tokenmill.tokenize.tokenizer import token_dtype, train_bpe
-from tokenmill.tokenize.config import TokenizeConfig
+from tokenmill.config.tokenize import TokenizeConfig
 from tokenmill.errors import ConfigError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tokenmill.errors import ConfigError
-from tokenmill.tokenize.config import TokenizeConfig
+from tokenmill.config.tokenize import TokenizeConfig
 from tokenmill.tokenize.tokenizer import sample_texts, within_bytes
 
 N = 400

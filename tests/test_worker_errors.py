@@ -9,7 +9,7 @@ import pytest
 from tokenmill import cli
 from tokenmill.errors import user_error_from_worker
 from tokenmill.etl.clean import clean_and_redact
-from tokenmill.etl.config import EtlConfig, FilterConfig
+from tokenmill.config.etl import EtlConfig, FilterConfig
 
 MISSING = "etl.filters.bad_words_file: cannot read /no/such/list.txt: No such file or directory"
 

@@ -154,7 +154,7 @@ def write_sft_fixture(out: str | Path, n_train: int = 256, n_val: int = 32, seq_
     """SFT shards S/{dataset.json, tokenizer.json, tokenizer_config.json, train/, val/} of
     (at most) n_train / n_val ChatML conversations, encoded, masked and packed by the chat stage's
     own functions (tokenmill/chat/mask.py, pack.py); returns S."""
-    from tokenmill.chat.config import ChatConfig
+    from tokenmill.config.chat import ChatConfig
     from tokenmill.chat.mask import ChatEncoder
     from tokenmill.chat.pack import pack_group
     from tokenmill.chat.shards import SftShardSpec, dataset_info, write_metadata

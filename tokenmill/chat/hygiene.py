@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from tokenmill.chat.validate import EMPTY_CONTENT, MESSAGES_SCHEMA
 from tokenmill.etl.clean import CLEAN_SCHEMA, CleanRow, clean_and_redact, cleaner, normalize
-from tokenmill.etl.config import EtlConfig
+from tokenmill.config.etl import EtlConfig
 
 _TURN_SCHEMA = "struct<role:string,turn:int>"
 # Messages are normalized like code: indentation and line breaks stay (answers hold

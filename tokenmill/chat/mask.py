@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import jinja2
 
-from tokenmill.chat.config import ChatConfig
+from tokenmill.config.chat import ChatConfig
 from tokenmill.chat.template import CHATML_TOKENS, ChatTemplate, render
 from tokenmill.chat.validate import PROMPT, RESPONSE, Message
 from tokenmill.errors import UserError

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tokenmill.chat.config import ChatConfig
+from tokenmill.config.chat import ChatConfig
 
 ROLES = ("system", "user", "assistant")
 PROMPT, RESPONSE = "prompt", "response"  # roles of an instruction row's two messages

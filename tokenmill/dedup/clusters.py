@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from tokenmill.dedup import components, lsh
-from tokenmill.dedup.config import DedupConfig
+from tokenmill.config.dedup import DedupConfig
 from tokenmill.dedup.keep import best_per_group, keep_key
 
 

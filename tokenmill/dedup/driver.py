@@ -25,7 +25,7 @@ from pyspark.sql import types as T
 
 from tokenmill.dedup import components, keep, minhash
 from tokenmill.dedup.clusters import ClusterStats
-from tokenmill.dedup.config import DedupConfig
+from tokenmill.config.dedup import DedupConfig
 from tokenmill.dedup.lsh import sig_matrix
 
 ASSIGNED_SCHEMA = T.StructType([

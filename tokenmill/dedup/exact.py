@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from tokenmill.dedup.config import DedupConfig
+from tokenmill.config.dedup import DedupConfig
 
 
 def normalized(text: Column, cfg: DedupConfig) -> Column:

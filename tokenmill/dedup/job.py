@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from tokenmill import locations, pipeline, tables
 from tokenmill.dedup import clusters, driver, lsh
-from tokenmill.dedup.config import DedupConfig
+from tokenmill.config.dedup import DedupConfig
 from tokenmill.dedup.exact import exact_key
 from tokenmill.errors import UserError
 from tokenmill.facts import DedupFacts

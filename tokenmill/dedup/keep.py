@@ -14,7 +14,7 @@ import math
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from tokenmill.dedup.config import DedupConfig
+from tokenmill.config.dedup import DedupConfig
 
 
 def key_values(cfg: DedupConfig) -> list[Column]:

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from tokenmill.dedup import minhash
-from tokenmill.dedup.config import DedupConfig
+from tokenmill.config.dedup import DedupConfig
 
 
 def lsh_params(cfg: DedupConfig) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import NamedTuple, Optional
 
 from tokenmill.typed_config import to_dict
-from tokenmill.etl.config import EtlConfig
+from tokenmill.config.etl import EtlConfig
 from tokenmill.etl.filters import Reason, bad_words_regex, judge, load_bad_words
 
 

@@ -23,7 +23,7 @@ from operator import mul
 from pathlib import Path
 from typing import Any, Callable
 
-from tokenmill.etl.config import FilterConfig
+from tokenmill.config.etl import FilterConfig
 
 class Reason:
     """Why a document is dropped: the reason strings counted in the manifest and written to rejects."""

@@ -41,7 +41,7 @@ from tokenmill import locations, tables
 from tokenmill import spark as session
 from tokenmill.errors import UserError
 from tokenmill.etl import ranges
-from tokenmill.etl.config import EtlConfig, InputSpec
+from tokenmill.config.etl import EtlConfig, InputSpec
 # FileTask, read_task and stable_id are also named here for callers that plan and read in one place.
 from tokenmill.etl.readers import RAW_SCHEMA, SAMPLE_BYTES, FileTask, read_files_udf, read_task, stable_id  # noqa: F401
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from tokenmill.typed_config import to_dict
 from tokenmill.errors import ConfigError
-from tokenmill.etl.config import PiiConfig
+from tokenmill.config.etl import PiiConfig
 from tokenmill.etl.phones import PHONE_PUNCTUATION, region_phones
 
 PHONE_SEPARATORS = "[%s\\s]" % PHONE_PUNCTUATION  # the matcher's, and any whitespace

@@ -18,7 +18,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tokenmill.errors import UserError
-from tokenmill.tokenize.config import AUTO, DEFAULT_EOS, TokenizeConfig
+from tokenmill.config.tokenize import AUTO, DEFAULT_EOS, TokenizeConfig
 
 
 @dataclass(frozen=True)

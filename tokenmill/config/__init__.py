@@ -1,7 +1,11 @@
-"""The pipeline's run config, composed of the stages' own configs.
+"""The pipeline's run config: one section per stage, each in its own module here.
 
-The typed loader lives in ``tokenmill.typed_config`` (stage configs import
-it from there); its names are re-exported here for convenience.
+``RunConfig`` composes them (``etl``, ``dedup``, ``tokenize``, ``shards``,
+and ``chat`` for a fine-tuning variant). The stages and the runner import
+what they read from this package, so the schema of a run config is one
+folder, and loading one needs no stage module.
+The typed loader lives in ``tokenmill.typed_config``; its names are
+re-exported here for convenience.
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenmill.chat.config import ChatConfig
-from tokenmill.dedup.config import DedupConfig
-from tokenmill.etl.config import EtlConfig, InputSpec
-from tokenmill.shards.config import ShardsConfig
-from tokenmill.tokenize.config import TokenizeConfig
+from tokenmill.config.chat import ChatConfig
+from tokenmill.config.dedup import DedupConfig
+from tokenmill.config.etl import EtlConfig, InputSpec
+from tokenmill.config.shards import ShardsConfig
+from tokenmill.config.tokenize import TokenizeConfig
 from tokenmill.typed_config import (  # noqa: F401 - re-exported
     config_hash,
     from_dict,
