@@ -28,7 +28,7 @@ from tokenmill.errors import UserError
 TASKS = ("chat", "instruction", "continued")
 CHAT_TASKS = ("chat", "instruction")  # rows of the chat variant (a chat: section); continued is plain text
 STAGES = ["etl", "dedup", "tokenize", "shards"]
-PRESETS = Path(__file__).resolve().parent / "configs"
+PRESETS = Path(__file__).resolve().parent / "presets"
 DATA_PRESET = PRESETS / "finetune_data.yaml"
 TRAIN_PRESET = PRESETS / "finetune_train.yaml"
 EVALS_PER_RUN = 5
