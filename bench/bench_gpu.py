@@ -103,8 +103,8 @@ def fast_init(model: torch.nn.Module) -> None:
 def run_case(case: Case, d, args) -> dict:
     """tokens/s, MFU and peak memory of one case; OOM is a result, not a crash."""
     from tokenmill.train.attention import document_layout
-    from tokenmill.train.fsdp import build_model
-    from tokenmill.train.loop import build_optimizer
+    from tokenmill.train.parallelize import build_model
+    from tokenmill.train.optim import build_optimizer
     from tokenmill.train.model import lm_loss
 
     cuda = d.device.type == "cuda"
@@ -251,7 +251,7 @@ def main() -> int:
         print("bench_gpu: no CUDA device visible (torch.cuda.is_available() is False); run it on a GPU machine",
               file=sys.stderr)
         return 2
-    from tokenmill.train.fsdp import init_distributed
+    from tokenmill.train.distributed import init_distributed
     from tokenmill.train.runlog import peak_flops
 
     d = init_distributed("cpu" if args.cpu_smoke else "cuda")

@@ -106,7 +106,8 @@ def rank_main(rank: int, world: int, port: int, ckpt_dir: str, threads: int, out
     import torch.distributed as dist
 
     from tokenmill.train.config import AttentionConfig
-    from tokenmill.train.fsdp import build_model, init_distributed
+    from tokenmill.train.distributed import init_distributed
+    from tokenmill.train.parallelize import build_model
     from tokenmill.train.hf_adapter import family_of, model_config_from_hf
     from tokenmill.train.hf_io import open_checkpoint, load_into
 
@@ -134,7 +135,7 @@ def rank_main(rank: int, world: int, port: int, ckpt_dir: str, threads: int, out
 
 
 def run_ranks(ckpt: Path, world: int, threads: int, workdir: Path) -> list[dict]:
-    from tokenmill.train.fsdp import free_port
+    from tokenmill.train.distributed import free_port
 
     out_dir = workdir / f"figures_{world}"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def one_rank(monkeypatch):
     """A 1-rank gloo process group in this process, removed afterwards."""
     import torch.distributed as dist
 
-    from tokenmill.train.fsdp import free_port
+    from tokenmill.train.distributed import free_port
 
     for name, value in {
         "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",

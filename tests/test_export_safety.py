@@ -30,7 +30,7 @@ def run(llama_with_shards, tmp_path_factory) -> tuple[Path, Path, Path]:
     """(root, run folder, base model): one training step, full fine-tuning of a tiny Llama, in this process."""
     from tokenmill.train import loop
     from tokenmill.train.config import CheckpointConfig, ModelSpec
-    from tokenmill.train.fsdp import free_port
+    from tokenmill.train.distributed import free_port
 
     shards, base = llama_with_shards
     root = tmp_path_factory.mktemp("export_safety")

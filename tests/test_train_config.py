@@ -15,7 +15,7 @@ from tokenmill.errors import ConfigError, UserError
 from tokenmill.train import data
 from tokenmill.train.checkpoint import complete_checkpoints, latest_checkpoint, prune
 from tokenmill.train.config import ModelSpec, TrainConfig, load_config
-from tokenmill.train.loop import lr_factor
+from tokenmill.train.optim import lr_factor
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = sorted(CONFIGS.glob("train_*.yaml")) + sorted(CONFIGS.glob("cpt_*b.yaml"))

@@ -13,7 +13,7 @@ from tokenmill.errors import UserError
 from tokenmill.train import loop
 from tokenmill.train.config import CheckpointConfig, DataConfig, ModelSpec, OptimConfig, TrainConfig
 from train_fixture import write_fixture
-from tokenmill.train.fsdp import free_port
+from tokenmill.train.distributed import free_port
 from tokenmill.train.runlog import read_jsonl
 
 

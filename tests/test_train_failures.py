@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tokenmill.train import loop
+from tokenmill.train import loop, objective
 from tokenmill.train.config import CheckpointConfig, TrainConfig
 from train_fixture import write_fixture
 from tokenmill.train.runlog import read_jsonl
@@ -30,14 +30,14 @@ def config(shards, run_dir, **overrides) -> TrainConfig:
 def poison_loss_at(monkeypatch, bad_steps: set[int]) -> None:
     """Make the loss NaN on the given (1-based) steps; one micro-batch per step here."""
     calls = {"n": 0}
-    real = loop.lm_loss
+    real = objective.lm_loss
 
     def lm_loss(logits, tokens):
         calls["n"] += 1
         loss = real(logits, tokens)
         return loss * float("nan") if calls["n"] in bad_steps else loss
 
-    monkeypatch.setattr(loop, "lm_loss", lm_loss)
+    monkeypatch.setattr(objective, "lm_loss", lm_loss)
 
 
 def adam_steps(trainer: loop.Trainer) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from tokenmill.train.config import ModelConfig
-from tokenmill.train.fsdp import build_model
+from tokenmill.train.parallelize import build_model
 from tokenmill.train.model import GPT, lm_loss
 
 from ranks import spawn_ranks

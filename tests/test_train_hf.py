@@ -57,7 +57,7 @@ def test_import_gives_transformers_logits(hf_models, family):
 
 def fsdp_import_worker(rank: int, world: int, paths: dict, out: str) -> None:
     """Each rank loads only its shard of every parameter, then runs the same batch."""
-    from tokenmill.train.fsdp import build_model
+    from tokenmill.train.parallelize import build_model
     from tokenmill.train.hf_adapter import family_of, model_config_from_hf
     from tokenmill.train.hf_io import load_into, open_checkpoint
 

@@ -99,7 +99,7 @@ def test_lora_config_errors(bases):
 
 
 def lora_grads_worker(rank: int, world: int, path: str, out: str) -> None:
-    from tokenmill.train.fsdp import build_model
+    from tokenmill.train.parallelize import build_model
     from tokenmill.train.hf_adapter import family_of
     from tokenmill.train.hf_io import load_into, open_checkpoint
     from tokenmill.train.model import lm_loss

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from tokenmill.train import data, sft
+from tokenmill.train import data, evaluate, objective
 from tokenmill.train.config import DataConfig, ModelConfig, ModelSpec, OptimConfig, TrainConfig
 from train_fixture import write_sft_fixture
-from tokenmill.train.fsdp import build_model
+from tokenmill.train.parallelize import build_model
 from tokenmill.train.model import GPT, documents_from_ids, masked_lm_loss
 from tokenmill.train.shared_memory import StreamingMemory
 from test_train_runs import events, run_train
@@ -86,11 +86,11 @@ def test_shards_carry_the_chat_template_for_eval_prompts(shards):
 
     info = data.read_dataset_info(str(shards), shards / "cache")
     assert info.kind == "sft" and info.pad_id is not None
-    tok, template = sft.load_prompting(info)
+    tok, template = evaluate.load_prompting(info)
     assert template.source == CHATML and template.eos_token == "<|im_end|>"
     dataset = json.loads((shards / "dataset.json").read_text())
     assert dataset["template_sha256"] == hashlib.sha256(CHATML.encode()).hexdigest()
-    ids = sft.prompt_ids(tok, template, info, "What does the cat do?")
+    ids = evaluate.prompt_ids(tok, template, info, "What does the cat do?")
     text = tok.decode(ids, skip_special_tokens=False)
     assert text == "<|im_start|>user\nWhat does the cat do?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -190,7 +190,7 @@ def fsdp_worker(rank: int, world: int, out: str) -> None:
     model = build_model(CFG, torch.device("cpu"))
     model.init_weights(SEED)
     mine = rows(global_batch(), 4 * rank, 4 * rank + 4)
-    loss = sft.masked_backward(model, forward_of(model), [rows(mine, 0, 2), rows(mine, 2, 4)], torch.device("cpu"))
+    loss = objective.masked_backward(model, forward_of(model), [rows(mine, 0, 2), rows(mine, 2, 4)], torch.device("cpu"))
     result = {"loss": loss, "grads": {n: p.grad.full_tensor() for n, p in model.named_parameters()}}
     if rank == 0:
         torch.save(result, out)

@@ -13,7 +13,7 @@ from pathlib import Path
 from tokenmill.train import loop
 from tokenmill.train.config import DataConfig
 from train_fixture import write_fixture
-from tokenmill.train.fsdp import free_port
+from tokenmill.train.distributed import free_port
 from tokenmill.train.runlog import read_jsonl
 from tokenmill.train.shared_memory import StreamingMemory, segments_held_by
 

@@ -55,8 +55,8 @@ def dry_checkpoint(model_cfg, root: Path, params: int) -> tuple[str, str]:
     import torch.distributed as dist
 
     from tokenmill.train import checkpoint
-    from tokenmill.train.fsdp import build_model
-    from tokenmill.train.loop import build_optimizer
+    from tokenmill.train.parallelize import build_model
+    from tokenmill.train.optim import build_optimizer
     from tokenmill.train.config import OptimConfig
 
     reduced = params > DRY_RUN_MAX_PARAMS

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from tokenmill.config import replace, to_dict
+from tokenmill.typed_config import replace, to_dict
 from tokenmill.errors import UserError
 from tokenmill.train.config import TrainConfig, load_config
 
@@ -142,7 +142,7 @@ def run_spark(cfg: TrainConfig, nproc: int) -> dict:
 
     spark = _spark_session()
     local_mode = spark.conf.get("spark.master", "local").startswith("local")  # also on Spark Connect
-    from tokenmill.train.fsdp import pick_device
+    from tokenmill.train.distributed import pick_device
 
     use_gpu = pick_device(cfg.device) == "cuda"
     distributor = TorchDistributor(num_processes=nproc, local_mode=local_mode, use_gpu=use_gpu)

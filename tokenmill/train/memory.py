@@ -18,6 +18,7 @@ allocator and communication buffers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 @dataclass(frozen=True)
 class MemoryEstimate:
@@ -82,3 +83,20 @@ def _embedding_params(cfg) -> int:
 
 def gb(n: float) -> str:
     return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.0f} MB"
+
+
+def peak_memory_bytes(device) -> int:
+    """Peak memory of this rank: CUDA's allocator peak, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -19,7 +19,7 @@ x + MLP(Norm(x)). The config picks the family's parts:
 
 Names follow the parts (``attn.q``, ``mlp.gate``); the mapping to and from
 Hugging Face names lives in ``hf_adapter.py``. Parallelism (FSDP, activation
-checkpointing, compile) is applied from outside in ``fsdp.py``.
+checkpointing, compile) is applied from outside in ``parallelize.py``.
 
 Shapes: B = batch, T = sequence length, D = d_model, H = query heads,
 K = key/value heads, Dh = head dim, F = MLP hidden width, V = vocab size.

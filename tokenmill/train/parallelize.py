@@ -2,13 +2,11 @@
 
 Order matters: activation checkpointing and compile wrap each block first,
 then ``fully_shard`` shards each block (one all-gather / reduce-scatter unit
-per block) and finally the root (embedding, final norm, head).
+per block) and finally the root (embedding, final norm, head). Joining the
+process group is ``distributed.py``'s job; this module only shapes the model.
 """
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -17,63 +15,6 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from tokenmill.train.model import GPT, ModelConfig
-
-
-@dataclass(frozen=True)
-class Dist:
-    """Where this process sits: rank, world size and its torch device."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def pick_device(kind: str = "auto") -> str:
-    """"cuda" or "cpu": what the config asks for; "auto" takes CUDA when visible."""
-    cuda = torch.cuda.is_available()
-    if kind == "cuda" and not cuda:
-        from tokenmill.errors import UserError
-
-        raise UserError("device: cuda, but no CUDA device is visible; set device: cpu or auto")
-    return "cuda" if kind == "cuda" or (kind == "auto" and cuda) else "cpu"
-
-
-def init_distributed(kind: str = "auto") -> Dist:
-    """Join the process group set up by torchrun (or a 1-process default).
-
-    GPU: nccl, one device per local rank. CPU: gloo. ``kind`` is the
-    config's ``device`` (auto, cpu, cuda).
-    """
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("LOCAL_WORLD_SIZE", "1")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    if "MASTER_PORT" not in os.environ:
-        os.environ["MASTER_PORT"] = str(free_port())
-    cuda = pick_device(kind) == "cuda"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_model(

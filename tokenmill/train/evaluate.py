@@ -1,18 +1,4 @@
-"""Fine-tuning steps on SFT shards: masked loss over the global batch, eval prompts.
-
-The loss of one optimizer step is
-
-    sum of cross-entropy over every target token of the global batch
-    ----------------------------------------------------------------
-             number of target tokens in the global batch
-
-where the global batch is every micro-batch of gradient accumulation on
-every rank. Each micro-batch's loss sum is divided by that one global count
-(all-reduced before the first backward pass), not by its own count: a mean
-of per-micro-batch means would weigh a target in a short micro-batch more
-than one in a long micro-batch. FSDP2 averages gradients over ranks, so each
-rank scales its loss by the world size; the reduced gradient is then the
-gradient of the loss above.
+"""Evaluation during training: validation loss, then greedy answers to the eval prompts.
 
 Eval prompts are answered greedily on every rank with the same inputs (every
 FSDP forward pass needs every rank); rank 0's choice of each next token is
@@ -22,59 +8,28 @@ broadcast so that all ranks stop at the same step.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.distributed as dist
 
-from tokenmill.train.data import Batch, ShardsInfo
-from tokenmill.train.model import masked_lm_loss
-
-# (tokens (B, T), doc_ids (B, T)) -> logits (B, T, V)
-Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from tokenmill.train.data import ShardsInfo
+from tokenmill.train.objective import Objective
 
 
-def local_targets(batches: list[Batch]) -> int:
-    """Target tokens in these micro-batches (token t is one where loss_mask[t], t >= 1)."""
-    return sum(int(b.loss_mask[:, 1:].sum()) for b in batches)
-
-
-def global_sum(value: float, device: torch.device) -> float:
-    """Sum of a number over all ranks."""
-    total = torch.tensor(float(value), dtype=torch.float64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(total)
-    return float(total.item())
-
-
-def masked_backward(model, forward: Forward, batches: list[Batch], device: torch.device) -> float:
-    """Backward of one optimizer step's masked loss (see the module docstring); returns the loss.
-
-    Gradients are reduced across ranks only on the last micro-batch.
-    """
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    count = max(1.0, global_sum(local_targets(batches), device))  # a batch without targets adds nothing
-    scale = world / count
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for i, batch in enumerate(batches):
-        model.set_requires_gradient_sync(i == len(batches) - 1)
-        tokens = batch.tokens.to(device, non_blocking=True)  # (B, T)
-        logits = forward(tokens, batch.doc_ids.to(device, non_blocking=True))  # (B, T, V)
-        loss_sum, _ = masked_lm_loss(logits, tokens, batch.loss_mask.to(device, non_blocking=True))
-        (loss_sum * scale).backward()
-        total += loss_sum.detach().double()
-    return global_sum(total.item(), device) / count
-
-
-def eval_sums(forward: Forward, batch: Batch, device: torch.device) -> torch.Tensor:
-    """(loss sum, target count) of one val micro-batch, float64 on device."""
-    tokens = batch.tokens.to(device)
-    loss_sum, count = masked_lm_loss(forward(tokens, batch.doc_ids.to(device)), tokens, batch.loss_mask.to(device))
-    return torch.stack([loss_sum.double(), count.double()])
-
-
-# ----- eval prompts ---------------------------------------------------------------------
+def validation_loss(objective: Objective, val_batches: Iterable, max_batches: int, device: torch.device) -> dict[str, float]:
+    """Val loss over at most max_batches micro-batches of every rank (per sequence for
+    pretraining, per target token for SFT), and its perplexity. Collective: every rank calls it."""
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, weight)
+    for i, batch in enumerate(val_batches):
+        if i >= max_batches:
+            break
+        sums += objective.eval_sums(batch)
+    dist.all_reduce(sums)
+    val_loss = (sums[0] / sums[1].clamp(min=1)).item()
+    return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
 
 
 @dataclass(frozen=True)
