@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from tokenmill.errors import UserError
+from tokenmill.run_dir import RunDir
 
 TASKS = ("chat", "instruction", "continued")
 CHAT_TASKS = ("chat", "instruction")  # rows of the chat variant (a chat: section); continued is plain text
@@ -220,7 +221,7 @@ def run_data_stages(run_cfg):
 def shards_info(opts: FinetuneOptions):
     from tokenmill.train import data
 
-    return data.read_dataset_info(str(opts.output / "shards"), opts.run_dir / "cache")
+    return data.read_dataset_info(str(opts.output / "shards"), RunDir(opts.run_dir).cache())
 
 
 def preflight(cfg, opts: FinetuneOptions) -> None:
@@ -238,14 +239,14 @@ def preflight(cfg, opts: FinetuneOptions) -> None:
 
 
 def hf_dir(cfg) -> Path:
-    return Path(cfg.export.out) if cfg.export.out else cfg.run_path / "hf"
+    return cfg.run.export_out(cfg.export.out)
 
 
 def finished_step(cfg) -> int:
     """The step of the run's latest complete checkpoint (0: none)."""
     from tokenmill.train import checkpoint
 
-    latest = checkpoint.latest_checkpoint(cfg.run_path / "checkpoints")
+    latest = checkpoint.latest_checkpoint(cfg.run.checkpoints)
     return int(latest.name.removeprefix("step_")) if latest is not None else 0
 
 
@@ -258,7 +259,7 @@ def train(cfg, opts: FinetuneOptions) -> None:
         return
     code = launch.run_torchrun(launch.write_resolved(cfg), opts.nproc, 0)
     if code != 0:
-        raise UserError(f"training ranks exited with code {code} (see {cfg.run_path / 'events.jsonl'}); "
+        raise UserError(f"training ranks exited with code {code} (see {cfg.run.events}); "
                         "run the same command again to resume from the latest checkpoint")
     if not (hf_dir(cfg) / "config.json").is_file():  # the run ended before its export (a crash there)
         from tokenmill.train.export import export

@@ -79,7 +79,7 @@ def finished(cfg, out, opts, registration=None) -> str:
     lines = [f"finetune: {cfg.max_steps:,} steps of {cfg.method} fine-tuning from {opts.model} in {cfg.run_path}",
              f"model      {out}  (transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}))"]
     if cfg.method == "lora":
-        lines.append(f"adapter    {cfg.run_path / 'adapter'}  (peft.PeftModel.from_pretrained(base, ...))")
+        lines.append(f"adapter    {cfg.run.adapter}  (peft.PeftModel.from_pretrained(base, ...))")
     if registration is not None:
         lines.append(f"registered {registration.registered_name} version {registration.version} in "
                      f"{registration.tracking_uri}  (mlflow.pyfunc.load_model({registration.load_uri!r}))")

@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Literal, Optional
 
 from tokenmill import preflight_shards, units
@@ -127,7 +126,7 @@ class Preflight:
 
         if not self.cfg.data.shards:
             return "fail", "no shards given: set data.shards in the config or pass --shards DIR"
-        cache = Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir else self.cfg.run_path / "cache"
+        cache = self.cfg.run.cache(self.cfg.data.cache_dir)
         self.info = info = data.read_dataset_info(self.cfg.data.shards, cache)
         if data.is_remote(info.root):
             return "warn", (f"dataset.json read from {info.root}; shard files are remote and were not "
@@ -169,7 +168,7 @@ class Preflight:
         """Writes, fsyncs and renames a file in a temporary folder next to where the
         checkpoints go (in the nearest folder that exists), then removes that folder:
         preflight creates none of the run's folders."""
-        root = self.cfg.run_path / "checkpoints"
+        root = self.cfg.run.checkpoints
         try:
             with probe_dir(root) as probe:
                 with open(probe / "probe.tmp", "wb") as f:
@@ -211,7 +210,7 @@ class Preflight:
 
         if dist.is_initialized():
             return "skip", "a process group is already running in this process"
-        with probe_dir(self.cfg.run_path / "checkpoints") as root:
+        with probe_dir(self.cfg.run.checkpoints) as root:
             return dry_checkpoint(self.model_cfg, root, self._params() or 0)
 
     # --- 3. base model and 6. memory -------------------------------------------------------

@@ -19,6 +19,7 @@ from tokenmill import locations, tables
 from tokenmill.chat.facts import ChatTokenizeFacts
 from tokenmill.facts import DedupFacts, EtlFacts, ShardsFacts
 from tokenmill.manifest import Manifest
+from tokenmill.run_dir import RunDir
 from tokenmill.shards.dataset_info import FILE as DATASET_FILE, DatasetInfo
 
 # Stage tables, in pipeline order, that hold one row per document.
@@ -422,7 +423,7 @@ def training_curves(run_log: Optional[str]) -> Section:
         return Section(missing="no run log given (--run-log RUN_DIR/metrics.jsonl)")
     path = Path(run_log)
     if path.is_dir():
-        path = path / "metrics.jsonl"
+        path = RunDir(path).metrics
     if not path.is_file():
         return Section(missing=f"run log not found: {path}")
     by_step: dict[int, dict] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from tokenmill.errors import UserError
+from tokenmill.run_dir import RunDir
 from tokenmill.train.config import ModelConfig, ModelSpec
 from tokenmill.train.hf_adapter import family_of, model_config_from_hf
 from tokenmill.typed_config import ConfigError
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 
 # hf_io (and torch with it) is imported where a base model is read: the launcher of a
 # run from scratch checks its config without starting torch.
-
-BASE_DIR = "base"  # <run_dir>/base: the base model's config and tokenizer files, for export
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ def copy_metadata(base: BaseModel, run_dir: Path) -> Path:
     """Keep the base model's config and tokenizer files with the run (export writes them back)."""
     from tokenmill.train.hf_io import METADATA_FILES
 
-    target = run_dir / BASE_DIR
+    target = RunDir(run_dir).base
     target.mkdir(parents=True, exist_ok=True)
     for name in METADATA_FILES:
         source = base.root / name

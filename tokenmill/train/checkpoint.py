@@ -26,6 +26,8 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
+from tokenmill.run_dir import RunDir
+
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 TRAINER_STATE = "trainer_state.pt"
 
@@ -105,7 +107,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
     if is_complete(path):
         return path
-    for root in (path / "checkpoints", path):
+    for root in (RunDir(path).checkpoints, path):
         latest = latest_checkpoint(root)
         if latest is not None:
             return latest

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from tokenmill import units
+from tokenmill.run_dir import RunDir
 
 # Model weights (fp32) + AdamW's two moments (fp32) per parameter.
 CHECKPOINT_BYTES_PER_PARAM = 12
@@ -81,7 +82,7 @@ def dry_checkpoint(model_cfg, root: Path, params: int) -> tuple[str, str]:
         lm_loss(model(tokens), tokens).backward()
         optim.step()  # so the optimizer has state to save
         started = time.time()
-        path = checkpoint.save(root / "checkpoints", 1, model, optim, {"step": 1, "preflight": True}, keep_last=1)
+        path = checkpoint.save(RunDir(root).checkpoints, 1, model, optim, {"step": 1, "preflight": True}, keep_last=1)
         seconds = time.time() - started
         written = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         model2, optim2 = fresh()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+from tokenmill.run_dir import RunDir
 from tokenmill.typed_config import from_dict, load_yaml, require, to_dict
 
 
@@ -327,6 +328,11 @@ class TrainConfig:
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir)
+
+    @property
+    def run(self) -> RunDir:
+        """The run folder's layout."""
+        return RunDir(self.run_dir)
 
     def grad_accum(self, world_size: int) -> int:
         """Micro-batches per rank per optimizer step."""

@@ -28,12 +28,11 @@ from pathlib import Path
 
 from tokenmill import safe_output
 from tokenmill.errors import UserError
+from tokenmill.run_dir import RunDir
 from tokenmill.train.config import ExportConfig, parse_size
 
 MARKER = "tokenmill_export.json"
 MARKER_FORMAT = "tokenmill-export-v1"
-# Where the trainer exports by default (export_hf): the only folders inside a run an export may write.
-RUN_EXPORT_FOLDERS = ("hf", "adapter")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +98,7 @@ def is_unmarked_run_export(folder: Path, run_dir: Path) -> bool:
     """
     from tokenmill.train import hf_io, lora_export
 
-    if folder.resolve() not in {(run_dir / name).resolve() for name in RUN_EXPORT_FOLDERS}:
+    if folder.resolve() not in {(run_dir / name).resolve() for name in RunDir.EXPORT_FOLDERS}:
         return False
     written = {*hf_io.METADATA_FILES, hf_io.INDEX_FILE, lora_export.ADAPTER_CONFIG, lora_export.ADAPTER_WEIGHTS}
     return all(p.name in written or re.fullmatch(r"model(-\d{5}-of-\d{5})?\.safetensors", p.name)
@@ -114,7 +113,7 @@ def check_out(out: Path, run_dir: Path, state: dict, overwrite: bool) -> Path:
         protected["the run's base model folder"] = Path(init_from)
     return safe_output.check_output_folder(
         out, "--out", "export of this run", lambda folder: is_export_of(folder, run_dir), overwrite,
-        "--overwrite", protected, allowed=[run_dir / name for name in RUN_EXPORT_FOLDERS])
+        "--overwrite", protected, allowed=[run_dir / name for name in RunDir.EXPORT_FOLDERS])
 
 
 def write_marker(folder: Path, run_dir: Path, checkpoint: Path, fmt: str) -> None:
@@ -158,14 +157,13 @@ def export(checkpoint: Path, out: Path, options: ExportConfig = ExportConfig(), 
 
 def _write(out: Path, ckpt: Path, state: dict, model_cfg, fmt: str, options: ExportConfig) -> None:
     from tokenmill.train import hf_adapter, hf_io
-    from tokenmill.train.base_model import BASE_DIR
 
     run_dir = run_dir_of(ckpt)
     base = state.get("base")
     lora = model_cfg.lora is not None
     if base:
         family, base_dtype = base["family"], base["dtype"]
-        base_dir = run_dir / BASE_DIR
+        base_dir = RunDir(run_dir).base
         base_config = hf_io.read_config(base_dir)
         files = {name: (base_dir / name).read_bytes() for name in hf_io.METADATA_FILES if (base_dir / name).is_file()}
     else:
@@ -203,7 +201,7 @@ def scratch_files(run_dir: Path, state: dict, seq_len: int) -> dict[str, bytes]:
     """Tokenizer and generation config for a model trained from scratch on our own tokenizer."""
     from tokenizers import Tokenizer
 
-    path = run_dir / "tokenizer.json"
+    path = RunDir(run_dir).tokenizer
     if not path.is_file():
         raise UserError(f"no tokenizer.json in {run_dir}: it is copied there when training starts")
     tok = Tokenizer.from_file(str(path))

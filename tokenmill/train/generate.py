@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from tokenmill.errors import UserError
+from tokenmill.run_dir import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def load(path: Path):
 
     from tokenmill.train.export import load_from_checkpoint, run_dir_of
 
-    if (path / "config.json").is_file() and not (path / "checkpoints").is_dir():
+    if (path / "config.json").is_file() and not RunDir(path).checkpoints.is_dir():
         from tokenmill.train.base_model import load_pretrained
         from tokenmill.train.hf_io import read_config
 

@@ -65,7 +65,7 @@ def check(cfg: TrainConfig, nproc: int) -> None:
 
     if not cfg.data.shards:
         raise UserError("no shards given: set data.shards in the config or pass --shards DIR")
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cfg.run_path / "cache"
+    cache = cfg.run.cache(cfg.data.cache_dir)
     info = data.read_dataset_info(cfg.data.shards, cache)
     from tokenmill.train import base_model
 
@@ -88,7 +88,7 @@ def check_lora_base(cfg: TrainConfig, base) -> None:
     """Resuming LoRA adapters on another base model than they were trained on is refused here."""
     from tokenmill.train import base_model, checkpoint
 
-    latest = checkpoint.latest_checkpoint(cfg.run_path / "checkpoints") if cfg.checkpoint.autoresume else None
+    latest = checkpoint.latest_checkpoint(cfg.run.checkpoints) if cfg.checkpoint.autoresume else None
     if latest is None:
         return
     want = (checkpoint.read_trainer_state(latest).get("base") or {}).get("sha256")
@@ -109,7 +109,7 @@ def default_nproc() -> int:
 def write_resolved(cfg: TrainConfig) -> Path:
     """The exact config every rank reads (overrides applied) lives with the run."""
     cfg.run_path.mkdir(parents=True, exist_ok=True)
-    path = cfg.run_path / "config.yaml"
+    path = cfg.run.config
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return path
 
@@ -176,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
     code = run_torchrun(write_resolved(cfg), nproc, args.max_restarts)
     if code != 0:
         print(
-            f"tokenmill train: ranks exited with code {code}; see {cfg.run_path / 'events.jsonl'}. "
+            f"tokenmill train: ranks exited with code {code}; see {cfg.run.events}. "
             f"Run the same command again to resume from the latest checkpoint.",
             file=sys.stderr,
         )

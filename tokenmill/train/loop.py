@@ -19,7 +19,6 @@ import math
 import os
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,7 +60,7 @@ class Trainer:
         self.d: Dist = init_distributed(cfg.device)
         data.set_local_topology()
         self.run_dir = cfg.run_path
-        self.cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run_dir / "cache"
+        self.cache_dir = cfg.run.cache(cfg.data.cache_dir)
         self.swept_shm = self._sweep_stale_shared_memory() if cfg.data.clean_stale_shm else []
         self.info = data.read_dataset_info(cfg.data.shards, self.cache_dir)
         # Starting from an open model: its config.json gives the architecture.
@@ -93,7 +92,7 @@ class Trainer:
     def _set_up_run(self, cuda: bool) -> None:
         """Counters, the run folder's metadata and the run log."""
         cfg = self.cfg
-        self.ckpt_root = self.run_dir / "checkpoints"
+        self.ckpt_root = cfg.run.checkpoints
         self.step = 0
         self.tokens = 0
         self.skips_in_row = 0
@@ -108,7 +107,7 @@ class Trainer:
         self.log = RunLog(self.run_dir, self.d.is_main, cfg.mlflow, flat_params(to_dict(cfg), to_dict(self.model_cfg)))
         self.checkpoints = CheckpointManager(cfg, self.model_cfg, self.base, self.base_sha256, self.ckpt_root,
                                              self.d, self.log)
-        self.samples = SampleLog(self.run_dir / "samples" / f"rank{self.d.rank}.jsonl", cfg.record_sample_ids)
+        self.samples = SampleLog(cfg.run.sample_log(self.d.rank), cfg.record_sample_ids)
         if self.swept_shm:
             self.log.event("stale_shared_memory_freed", segments=self.swept_shm)
 
@@ -221,14 +220,14 @@ class Trainer:
         """The Hugging Face folder of the final checkpoint, written by rank 0."""
         from tokenmill.train.export import export
 
-        out = Path(self.cfg.export.out) if self.cfg.export.out else self.run_dir / "hf"
+        out = self.cfg.run.export_out(self.cfg.export.out)
         final = checkpoint.step_dir(self.ckpt_root, self.step)
         if self.d.is_main:
             started = time.monotonic()
             # A LoRA run hands back both: the merged model and the adapter on its own.
             export(final, out, self.cfg.export, merge=self.lora, overwrite=True)
             if self.lora:
-                export(final, self.run_dir / "adapter", self.cfg.export, fmt="peft", overwrite=True)
+                export(final, self.cfg.run.adapter, self.cfg.export, fmt="peft", overwrite=True)
             self.log.event("export_hf", path=str(out), seconds=round(time.monotonic() - started, 3))
         dist.barrier()
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Optional
 
 from tokenmill.errors import UserError
+from tokenmill.run_dir import RunDir
 from tokenmill.train.runlog import MLFLOW_RUN_ID, flat_params, read_jsonl, tracking_uri
 
 REGISTRATION_FILE = "registration.json"
@@ -94,9 +95,9 @@ def lineage_of_run(run_dir: Path, data_manifest: Optional[Path] = None) -> Linea
         raise UserError(f"--data-manifest: no file at {data_manifest}")
     tokenizer_sha = dataset.get("tokenizer_sha256")
     if not tokenizer_sha:
-        if not (run_dir / "tokenizer.json").is_file():
+        if not RunDir(run_dir).tokenizer.is_file():
             raise UserError(f"{run_dir}: no tokenizer.json or dataset.json; is it a training run dir?")
-        tokenizer_sha = file_sha256(run_dir / "tokenizer.json")
+        tokenizer_sha = file_sha256(RunDir(run_dir).tokenizer)
     base = state.get("base") or {}
     return Lineage(
         data_manifest_sha256=file_sha256(data_manifest) if data_manifest else None,
@@ -111,7 +112,7 @@ def lineage_of_run(run_dir: Path, data_manifest: Optional[Path] = None) -> Linea
 def trainer_state(run_dir: Path) -> dict:
     from tokenmill.train.checkpoint import latest_checkpoint, read_trainer_state
 
-    latest = latest_checkpoint(run_dir / "checkpoints")
+    latest = latest_checkpoint(RunDir(run_dir).checkpoints)
     if latest is None:
         raise UserError(f"{run_dir}: no complete checkpoint; register a run after `tokenmill train` has finished")
     return read_trainer_state(latest)
@@ -273,7 +274,7 @@ def _log_run_history(mlflow, run_id: str, run_dir: Path) -> None:
     state = trainer_state(run_dir)
     mlflow.log_params(flat_params(state["config"], state["model_config"]))
     by_step: dict[int, dict] = {}  # train and val lines share steps; after a resume the last value wins
-    for row in read_jsonl(run_dir / "metrics.jsonl"):
+    for row in read_jsonl(RunDir(run_dir).metrics):
         by_step.setdefault(row["step"], {}).update(row)
     # metrics.jsonl has no times: one millisecond per step keeps them in order (MLflow's latest value).
     start = int(time.time() * 1000) - len(by_step)
@@ -317,7 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_export_dir(run_dir: Path) -> Path:
     out = (trainer_state(run_dir)["config"].get("export") or {}).get("out")
-    return Path(out) if out else run_dir / "hf"
+    return RunDir(run_dir).export_out(out)
 
 
 def main(args: argparse.Namespace) -> int:

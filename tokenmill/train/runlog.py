@@ -18,6 +18,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
+from tokenmill.run_dir import RunDir
+
 
 class RunLog:
     def __init__(self, run_dir: Path, enabled: bool, use_mlflow: bool, params: dict):
@@ -33,14 +35,14 @@ class RunLog:
         if not self.enabled:
             return
         record = {"time": round(time.time(), 3), "event": name, **fields}
-        _append(self.run_dir / "events.jsonl", record)
+        _append(RunDir(self.run_dir).events, record)
         if name not in ("checkpoint",):
             print(f"[train] {name}: " + " ".join(f"{k}={_short(v)}" for k, v in fields.items()), flush=True)
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        _append(self.run_dir / "metrics.jsonl", {"step": step, **values})
+        _append(RunDir(self.run_dir).metrics, {"step": step, **values})
         if self.mlflow is not None:
             try:
                 self.mlflow.log_metrics(values, step=step)
@@ -78,7 +80,7 @@ class RunLog:
         plot_losses(self.run_dir)
         if self.mlflow is not None:
             try:
-                self.mlflow.log_artifact(str(self.run_dir / "loss.png"))
+                self.mlflow.log_artifact(str(RunDir(self.run_dir).loss_plot))
                 self.mlflow.end_run()
             except Exception:
                 pass
@@ -103,7 +105,7 @@ def tracking_uri(run_dir: Path) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     # mlflow 3 wants an explicit opt-in for the file store.
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return f"file:{(run_dir / 'mlruns').resolve()}"
+    return f"file:{RunDir(run_dir).mlruns.resolve()}"
 
 
 def flat_params(config: dict, model_config: dict) -> dict[str, str]:
@@ -157,7 +159,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def plot_losses(run_dir: Path) -> Optional[Path]:
     """loss.png from metrics.jsonl; after a resume, the last value per step wins."""
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = read_jsonl(RunDir(run_dir).metrics)
     if not rows:
         return None
     import matplotlib
@@ -175,7 +177,7 @@ def plot_losses(run_dir: Path) -> Optional[Path]:
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
-    out = run_dir / "loss.png"
+    out = RunDir(run_dir).loss_plot
     fig.savefig(out, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return out
