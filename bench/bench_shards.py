@@ -34,7 +34,8 @@ def one(cores: int, n: int, partitions: int) -> dict:
     from tokenmill.pipeline import run_stages
     from tokenmill.spark import get_spark
     from tokenmill.config.tokenize import TokenizeConfig
-    from tokenmill.tokenize.tokenizer import file_sha256, train_bpe
+    from tokenmill.hashing import file_sha256
+    from tokenmill.tokenize.tokenizer import train_bpe
 
     spark = get_spark("bench-shards", cores=cores)
     with tempfile.TemporaryDirectory() as d:

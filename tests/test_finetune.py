@@ -283,14 +283,15 @@ def test_epochs_become_steps_over_the_train_windows(tmp_path):
 
 def test_the_data_card_has_a_fine_tuning_section(dry):
     from tokenmill.manifest import Manifest
-    from tokenmill.report.card import _finetune
-    from tokenmill.report.data import finetune_data
+    from tokenmill.report.card import render
+    from tokenmill.report.data import CardData, finetune_data
 
     out, _ = dry
     section = finetune_data(Manifest.load(out))
     assert section.ok and section.data["rows_in"] == sum(EXPECTED.values()) + section.data["examples"]
     assert {(r["stage"], r["reason"]): r["rows"] for r in section.data["rejects"]} == EXPECTED
-    html = _finetune(section.data)
+    html = render(CardData(out=str(out), sections={"finetune": section}))
+    assert "<h2>Fine-tuning data</h2>" in html
     assert "longer_than_seq_len" in html and "one example per window" in html and "p99" in html
     assert finetune_data(Manifest(out / "elsewhere.json")) is None  # not a chat run: no such section
 

@@ -50,10 +50,10 @@ def test_presets_load(path):
 @pytest.mark.parametrize("path", [p for p in CPT_PRESETS if p.stem != "cpt_data"], ids=lambda p: p.stem)
 def test_continued_pretraining_presets(path):
     """Base-model runs: only attention in the model section, a fine-tuning learning rate, export at the end."""
-    from tokenmill.train.base_model import _check_spec_is_default
+    from tokenmill.train.base_model import check_spec_is_default
 
     cfg = load_config(path)
-    _check_spec_is_default(cfg.model)  # the architecture comes from the checkpoint
+    check_spec_is_default(cfg.model)  # the architecture comes from the checkpoint
     assert cfg.model.attention.doc_mask and cfg.export_hf
     assert cfg.optim.lr <= 1e-3 and cfg.optim.warmup_steps < cfg.max_steps
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from tokenmill import locations, pipeline, tables
 from tokenmill.errors import UserError
 from tokenmill.facts import TokenizeFacts
+from tokenmill.hashing import file_sha256
 from tokenmill.manifest import StageRecord
 from tokenmill.progress import SparkProgress, log
 from tokenmill.tokenize import tokenizer as toks
@@ -66,7 +67,7 @@ def made_tokenizer(ctx, sha256: str) -> Path:
     """OUT/tokenizer.json, checked to be the one tokenize recorded (``sha256``): a later stage
     must ship the tokenizer the sequences were made with, never one written since."""
     path = tokenizer_path(ctx)
-    if not path.is_file() or toks.file_sha256(path) != sha256:
+    if not path.is_file() or file_sha256(path) != sha256:
         raise UserError(f"{path} is missing or is not the tokenizer the sequences were made with; "
                         "rerun `tokenmill tokenize --force`")
     return path

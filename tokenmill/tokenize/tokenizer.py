@@ -8,7 +8,6 @@ how Spark partitions or orders the table.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import time
@@ -17,8 +16,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tokenmill.errors import UserError
 from tokenmill.config.tokenize import AUTO, DEFAULT_EOS, TokenizeConfig
+from tokenmill.errors import UserError
+from tokenmill.hashing import file_sha256
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,6 @@ class TokenizerInfo:
 def token_dtype(vocab_size: int) -> str:
     """The smallest unsigned dtype that holds every token id."""
     return "uint16" if vocab_size <= 1 << 16 else "uint32"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tokenizer_file(source: str | Path) -> Path:

@@ -44,7 +44,7 @@ def prepare(init_from: str, spec: ModelSpec, info) -> BaseModel:
     """The base model's config for these shards (``info``: ShardsInfo), every check done."""
     from tokenmill.train.hf_io import check_weights, open_checkpoint
 
-    _check_spec_is_default(spec)
+    check_spec_is_default(spec)
     ckpt = open_checkpoint(init_from)
     where = str(ckpt.root / "config.json")
     family = family_of(ckpt.config, where)
@@ -83,7 +83,7 @@ def weights_sha256(ckpt: HFCheckpoint) -> str:
     return h.hexdigest()
 
 
-def _check_spec_is_default(spec: ModelSpec) -> None:
+def check_spec_is_default(spec: ModelSpec) -> None:
     """With init_from the architecture is the checkpoint's: a model field set in YAML would be ignored."""
     default = ModelSpec()
     for f in dataclasses.fields(ModelSpec):
@@ -97,7 +97,7 @@ def _check_spec_is_default(spec: ModelSpec) -> None:
 
 
 def check_against_shards(ckpt: HFCheckpoint, cfg: ModelConfig, info) -> None:
-    from tokenmill.tokenize.tokenizer import file_sha256
+    from tokenmill.hashing import file_sha256
 
     root = ckpt.root
     if info.vocab_size > cfg.vocab_size:

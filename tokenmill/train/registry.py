@@ -85,7 +85,7 @@ def lineage_of_run(run_dir: Path, data_manifest: Optional[Path] = None) -> Linea
     (``OUT/manifest.json`` for shards in ``OUT/shards``), when there is one.
     """
     from tokenmill.shards import dataset_info
-    from tokenmill.tokenize.tokenizer import file_sha256
+    from tokenmill.hashing import file_sha256
 
     state = trainer_state(run_dir)
     dataset = _read_json(run_dir / dataset_info.FILE)
