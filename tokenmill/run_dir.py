@@ -22,6 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def _part(name: str) -> property:
+    """A read-only attribute: the path of the part ``name`` of the run folder."""
+    return property(lambda self: self.root / name, doc=f"RUN/{name}")
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -32,46 +37,16 @@ class RunDir:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def base(self) -> Path:
-        return self.root / "base"
-
-    @property
-    def hf(self) -> Path:
-        return self.root / "hf"
-
-    @property
-    def adapter(self) -> Path:
-        return self.root / "adapter"
-
-    @property
-    def events(self) -> Path:
-        return self.root / "events.jsonl"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def loss_plot(self) -> Path:
-        return self.root / "loss.png"
-
-    @property
-    def mlruns(self) -> Path:
-        return self.root / "mlruns"
-
-    @property
-    def config(self) -> Path:
-        """The trainer config the run was launched with."""
-        return self.root / "config.yaml"
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.root / "tokenizer.json"
+    checkpoints = _part("checkpoints")
+    base = _part("base")
+    hf = _part("hf")
+    adapter = _part("adapter")
+    config = _part("config.yaml")
+    tokenizer = _part("tokenizer.json")
+    events = _part("events.jsonl")
+    metrics = _part("metrics.jsonl")
+    loss_plot = _part("loss.png")
+    mlruns = _part("mlruns")
 
     def cache(self, cache_dir: str | None = None) -> Path:
         """Where the shards' metadata and streaming's cache go: data.cache_dir if set, else RUN/cache."""

@@ -62,12 +62,16 @@ def make_forward(model, model_cfg: ModelConfig, eos_id: int) -> Forward:
 
 
 @dataclass(frozen=True)
-class LanguageModelling:
-    """Pretraining: the mean of the micro-batches' mean next-token losses, averaged over ranks."""
+class ModelObjective:
+    """What every objective works on: the sharded model, its forward pass and this rank's device."""
 
     model: torch.nn.Module
     forward: Forward
     device: torch.device
+
+
+class LanguageModelling(ModelObjective):
+    """Pretraining: the mean of the micro-batches' mean next-token losses, averaged over ranks."""
 
     def backward(self, micro_batches: list[Batch]) -> float:
         """Gradients are reduced across ranks only on the last micro-batch."""
@@ -87,13 +91,8 @@ class LanguageModelling:
         return torch.tensor([loss.item() * len(tokens), len(tokens)], dtype=torch.float64, device=self.device)
 
 
-@dataclass(frozen=True)
-class MaskedSft:
+class MaskedSft(ModelObjective):
     """Fine-tuning: cross-entropy of the target tokens over the global batch (module docstring)."""
-
-    model: torch.nn.Module
-    forward: Forward
-    device: torch.device
 
     def backward(self, micro_batches: list[Batch]) -> float:
         return masked_backward(self.model, self.forward, micro_batches, self.device)
