@@ -39,7 +39,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     shards = write_sft_fixture(root / "data" / "shards", n_train=16, n_val=4, seq_len=64)
     (root / "data" / "manifest.json").write_text(json.dumps({"stages": {"shards": {"rows_out": 20}}}))
-    base = write_hf_model(root / "base", "llama", vocab_size=512, tokenizer_dir=shards)
+    # Several safetensors files, so the hash depends on their order as well as their bytes.
+    base = write_hf_model(root / "base", "llama", vocab_size=512, tokenizer_dir=shards, max_shard_size="200KB")
     env = mlflow_env(root)
     # Artifacts under tmp, not in the working directory (sqlite stores default to ./mlruns).
     mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).create_experiment(
@@ -75,7 +76,9 @@ def test_lineage_names_the_data_tokenizer_template_and_base_by_content(env):
     assert lineage.base_model == str(root / "base") and lineage.base_family == "llama"
     # As documented: sha256 over the safetensors files, each file's name then its bytes, in name order.
     weights = hashlib.sha256()
-    for file in sorted((root / "base").glob("*.safetensors")):
+    files = sorted((root / "base").glob("*.safetensors"))
+    assert len(files) > 1
+    for file in files:
         weights.update(file.name.encode() + file.read_bytes())
     assert lineage.base_weights_sha256 == weights.hexdigest()
 
