@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from tokenmill.errors import UserError
 from tokenmill.locations import is_remote
@@ -37,22 +38,12 @@ METADATA = (DATASET_FILE, "tokenizer.json")
 OPTIONAL_METADATA = ("tokenizer_config.json",)  # the chat template of SFT shards
 
 
-@dataclass(frozen=True)
-class ShardsInfo:
-    """What ``dataset.json`` says about the shards."""
+@dataclass(frozen=True, kw_only=True)
+class ShardsInfo(DatasetInfo):
+    """What ``dataset.json`` says about the shards, and where they and their metadata are."""
 
     root: str  # the shards location as given (local dir or URI)
     meta_dir: Path  # local dir holding dataset.json and tokenizer.json
-    seq_len: int
-    vocab_size: int
-    eos_id: int
-    bos_id: Optional[int]
-    dtype: str
-    column: str
-    tokenizer_sha256: str
-    splits: dict
-    kind: Literal["pretrain", "sft"] = "pretrain"  # sft: samples also hold loss_mask and doc_ids
-    pad_id: Optional[int] = None
 
     @property
     def tokenizer_path(self) -> Path:
@@ -86,20 +77,8 @@ def read_dataset_info(shards: str, cache_dir: Path) -> ShardsInfo:
     """The shards' ``dataset.json`` (format, dtype, seq_len, vocab, split sizes), checked."""
     meta_dir = fetch_metadata(shards, cache_dir)
     dataset = DatasetInfo.read(meta_dir)
-    return ShardsInfo(
-        root=shards,
-        meta_dir=meta_dir,
-        seq_len=dataset.seq_len,
-        vocab_size=dataset.vocab_size,
-        eos_id=dataset.eos_id,
-        bos_id=dataset.bos_id,
-        dtype=dataset.dtype,
-        column=dataset.column,
-        tokenizer_sha256=dataset.tokenizer_sha256,
-        splits=dataset.splits,
-        kind=dataset.kind,
-        pad_id=dataset.pad_id,
-    )
+    fields = {f.name: getattr(dataset, f.name) for f in dataclasses.fields(DatasetInfo)}
+    return ShardsInfo(**fields, root=shards, meta_dir=meta_dir)
 
 
 def resolve_model(spec: ModelSpec, info: ShardsInfo) -> ModelConfig:
